@@ -1,0 +1,102 @@
+"""One hierarchy for every error nbdiff raises at its users.
+
+Each error built with :func:`node_error` names the op (or input argument), the shapes and dtypes involved and
+the user's source line that created the offending node, so a mistake is placed at once, also inside gradients.
+The classes also derive from the matching builtin (``TypeError``, ``ValueError``, ...) so generic handlers work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nbdiff.graph.provenance import Provenance
+
+
+class NbdiffError(Exception):
+    """Base class of every error nbdiff raises on purpose."""
+
+
+class DTypeError(NbdiffError, TypeError):
+    """An unknown dtype, a non-numeric array, or a dtype an op does not accept."""
+
+
+class ShapeError(NbdiffError, ValueError):
+    """Shapes that do not fit: broadcasting, matmul, reshape, concatenation, a wrong number of dimensions."""
+
+
+class AxisError(ShapeError, IndexError):
+    """An ``axis=`` argument outside the input's dimensions, or repeated."""
+
+
+class IndexingError(NbdiffError, IndexError):
+    """An index that does not fit the indexed variable (too many indices, out of bounds, bad type)."""
+
+
+class GraphError(NbdiffError, TypeError):
+    """A value that cannot be part of a graph, or a graph used where it cannot be (``bool(x)``, iteration)."""
+
+
+class InputError(NbdiffError, TypeError):
+    """A compiled function called with the wrong number, kind or shape of arguments."""
+
+
+class MissingInputError(NbdiffError, ValueError):
+    """An output depends on a variable that is not among the function's inputs."""
+
+
+class GradientError(NbdiffError, ValueError):
+    """A derivative that cannot be built: a non-scalar cost, a wrong seed shape, an unusable ``wrt``."""
+
+
+class DisconnectedInputError(GradientError):
+    """``grad`` asked for a variable the cost does not depend on (with ``disconnected="raise"``)."""
+
+
+class UndefinedGradientError(GradientError):
+    """A gradient that is not defined (e.g. with respect to an integer index) was used."""
+
+
+class ExecutionError(NbdiffError, RuntimeError):
+    """An op failed while running; the message names the op, its inputs and the user's line."""
+
+
+class BackendError(NbdiffError, RuntimeError):
+    """A backend that was asked for explicitly is not available."""
+
+
+def describe_inputs(values: Iterable[object]) -> str:
+    """Describe arrays or variables as ``float64[3, 4], int64[5]`` for error messages."""
+    parts = []
+    for value in values:
+        dtype = getattr(value, "dtype", type(value).__name__)
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            parts.append(str(dtype))
+        else:
+            dims = ", ".join("?" if d is None else str(d) for d in shape)
+            parts.append(f"{dtype}[{dims}]")
+    return ", ".join(parts)
+
+
+def node_error(
+    cls: type[NbdiffError],
+    op_name: str,
+    detail: str,
+    inputs: Iterable[object] = (),
+    provenance: Provenance | None = None,
+) -> NbdiffError:
+    """Build an error whose message names the op, the inputs' dtypes and shapes, and the user's line."""
+    from nbdiff.graph.provenance import current_site
+
+    inputs = list(inputs)
+    lines = [f"{op_name}: {detail}"]
+    if inputs:
+        lines.append(f"  inputs: {describe_inputs(inputs)}")
+    if provenance is not None:
+        lines.append(f"  created at {provenance.describe()}")
+    else:
+        site = current_site()
+        if site is not None:
+            lines.append(f"  at {site.describe()}")
+    return cls("\n".join(lines))

@@ -1,0 +1,120 @@
+"""``nd.function``: a callable over a graph that answers at once through the NumPy interpreter.
+
+The object is designed for the coming compiled backends: ``status``, ``backend``, ``wait``, ``kernels`` and
+``history`` keep their meaning when a background compiler swaps faster code in. Until then the interpreter
+answers every call, ``status`` is ``"interpreting"`` and ``backend`` is ``"numpy"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from nbdiff.errors import BackendError, InputError
+from nbdiff.graph.basic import Variable, as_variable
+from nbdiff.graph.fgraph import Graph, check_function_inputs
+from nbdiff.runtime.interpreter import Plan
+
+BACKENDS = ("auto", "numpy", "cpu", "cuda")
+
+
+class Function:
+    """A compiled-on-demand function of graph inputs; call it with arrays, get arrays back."""
+
+    def __init__(self, inputs: Sequence[Variable], outputs: Any, backend: str = "auto", name: str | None = None):
+        if backend not in BACKENDS:
+            raise BackendError(f"function: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend in ("cpu", "cuda"):
+            raise BackendError(
+                f"function: backend={backend!r} needs nbdiff's compiled backend, which this version does not "
+                f"include yet; use backend='auto' or 'numpy' (the NumPy interpreter)"
+            )
+        if isinstance(inputs, Variable):
+            raise InputError("function: inputs must be a list of variables, e.g. nd.function([x], y)")
+        self.inputs = check_function_inputs(list(inputs))
+        self._single = not isinstance(outputs, (list, tuple))
+        output_list = [outputs] if self._single else list(outputs)
+        self.outputs = [as_variable(o) for o in output_list]
+        self.name = name
+        self.graph = Graph(self.inputs, self.outputs)
+        self._plan = Plan(self.graph)
+        self.requested_backend = backend
+        self.status = "interpreting"
+        self.backend = "numpy"
+        self.kernels: list[Any] = []
+        self.history: list[Any] = []
+
+    # -- calling -------------------------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        arrays = self._arguments(args, kwargs)
+        results = self._plan.run(arrays)
+        return results[0] if self._single else results
+
+    def _arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:
+        values = list(args)
+        if kwargs:
+            names = [v.name for v in self.inputs]
+            values += [_MISSING] * (len(self.inputs) - len(values))
+            for key, value in kwargs.items():
+                if key not in names:
+                    raise InputError(f"{self._label()}: unexpected keyword argument {key!r}; inputs are {names}")
+                position = names.index(key)
+                if position < len(args):
+                    raise InputError(f"{self._label()}: got argument {key!r} twice (by position and by name)")
+                values[position] = value
+        if len(values) != len(self.inputs) or any(v is _MISSING for v in values):
+            expected = ", ".join(v.label() for v in self.inputs)
+            raise InputError(
+                f"{self._label()}: expected {len(self.inputs)} argument(s) ({expected}), "
+                f"got {sum(v is not _MISSING for v in values)}"
+            )
+        return [convert_argument(var, value, position, self._label()) for position, (var, value) in
+                enumerate(zip(self.inputs, values))]
+
+    def _label(self) -> str:
+        return f"function {self.name}" if self.name else "function"
+
+    # -- status --------------------------------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until compilation has finished (or failed) and return the final status."""
+        return self.status
+
+    def __repr__(self) -> str:
+        ins = ", ".join(v.label() for v in self.inputs)
+        outs = ", ".join(v.label() for v in self.outputs)
+        return f"<nbdiff.Function ({ins}) -> ({outs}) [{self.status}]>"
+
+
+_MISSING = object()
+
+
+def convert_argument(var: Variable, value: Any, position: int, where: str = "function") -> np.ndarray:
+    """Check one argument against its input variable's type and convert it (same-kind casts only)."""
+    label = f"{where}: argument {position} ({var.label()}: {var.type})"
+    if isinstance(value, Variable):
+        raise InputError(f"{label}: expected an array, got a symbolic variable; call the function with values")
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and other unconvertible values
+        raise InputError(f"{label}: cannot convert {type(value).__name__} to an array ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{label}: expected a numeric array, got dtype {array.dtype}")
+    if array.ndim != var.ndim:
+        raise InputError(f"{label}: expected {var.ndim} dimension(s), got an array of shape {array.shape}")
+    if not var.type.accepts(array.shape):
+        raise InputError(f"{label}: expected shape {var.type.describe()}, got {array.shape}")
+    if array.dtype.name != var.dtype:
+        if not np.can_cast(array.dtype, var.dtype, casting="same_kind"):
+            raise InputError(f"{label}: cannot convert {array.dtype} to {var.dtype} without losing information")
+        array = array.astype(var.dtype)
+    return array
+
+
+def function(inputs: Sequence[Variable], outputs: Any, backend: str = "auto", name: str | None = None) -> Function:
+    """Build a callable for ``outputs`` (a variable, or a list giving a list) as functions of ``inputs``.
+
+    Returns at once: the NumPy interpreter answers the first call. ``backend`` is "auto" (default), "numpy",
+    "cpu" or "cuda".
+    """
+    return Function(inputs, outputs, backend=backend, name=name)

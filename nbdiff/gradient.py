@@ -1,0 +1,363 @@
+"""Symbolic derivatives: ``grad``, ``Lop``, ``Rop``, ``jacobian`` and ``hessian`` build ordinary graph nodes.
+
+The reverse walker visits only nodes between the seeds and ``wrt``, calls each op's ``pullback`` inside a
+provenance transform ("pullback of tanh at f.py:3"), sums contributions and un-broadcasts. ``Rop`` walks forward
+with each op's ``pushforward``; an op without one is differentiated by transposing its pullback (the double-L-op
+trick), so higher order needs only ``pullback``. Everything returned is a graph variable, so derivatives compose.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, Sequence, Union
+
+from nbdiff.errors import DisconnectedInputError, GradientError, UndefinedGradientError, node_error
+from nbdiff.graph.basic import Apply, Constant, Variable, as_variable, constant
+from nbdiff.graph.provenance import transform
+from nbdiff.graph.traversal import depends_on, toposort
+from nbdiff.graph.types import is_float
+
+
+class UndefinedGrad:
+    """Placeholder for a gradient that does not exist (e.g. with respect to an index); raises only when used."""
+
+    __slots__ = ("node", "position", "reason")
+
+    def __init__(self, node: Apply, position: int, reason: str):
+        self.node = node
+        self.position = position
+        self.reason = reason
+
+    def error(self) -> UndefinedGradientError:
+        var = self.node.inputs[self.position]
+        return node_error(
+            UndefinedGradientError,
+            self.node.op.name,
+            f"the gradient with respect to input {self.position} ({var.label()}: {var.type}) is undefined: "
+            f"{self.reason}",
+            self.node.inputs,
+            self.node.provenance,
+        )
+
+    def __repr__(self) -> str:
+        return f"UndefinedGrad({self.node.op.name}, input {self.position})"
+
+
+GradResult = Union[Variable, UndefinedGrad, None]
+Disconnected = Literal["raise", "zero"]
+
+
+def _as_list(value: Any) -> tuple[list[Any], bool]:
+    if isinstance(value, (list, tuple)):
+        return list(value), True
+    return [value], False
+
+
+def _where(node: Apply) -> str:
+    site = node.provenance.site
+    return f"{node.op.name} at {site.label}" if site is not None else node.op.name
+
+
+class _Accumulator:
+    """Gradient contributions per variable, summed on first read (the sum is cached)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, list[GradResult]] = {}
+        self.totals: dict[int, Variable | None] = {}
+
+    def add(self, var: Variable, grad: GradResult) -> None:
+        self.parts.setdefault(id(var), []).append(grad)
+
+    def total(self, var: Variable) -> Variable | None:
+        key = id(var)
+        if key in self.totals:
+            return self.totals[key]
+        parts = [p for p in self.parts.get(key, []) if p is not None]
+        for part in parts:
+            if isinstance(part, UndefinedGrad):
+                raise part.error()
+        result = None
+        for part in parts:
+            result = part if result is None else result + part
+        if result is not None and result.dtype != var.dtype and is_float(var.dtype):
+            result = result.astype(var.dtype)
+        self.totals[key] = result
+        return result
+
+
+def _check_pullback_result(node: Apply, grads: Sequence[GradResult]) -> None:
+    if len(grads) != len(node.inputs):
+        raise GradientError(
+            f"{node.op.name}: pullback returned {len(grads)} gradients for {len(node.inputs)} inputs "
+            f"(a bug in the op's pullback)"
+        )
+    for position, (var, grad) in enumerate(zip(node.inputs, grads)):
+        if isinstance(grad, Variable) and grad.ndim != var.ndim:
+            raise GradientError(
+                f"{node.op.name}: pullback gave a gradient of type {grad.type} for input {position} of type "
+                f"{var.type} (a bug in the op's pullback)"
+            )
+
+
+def backprop(seeds: Sequence[tuple[Variable, Variable]], wrt: Sequence[Variable]) -> _Accumulator:
+    """Propagate ``seeds`` (variable, its gradient) back to ``wrt``; returns the accumulated contributions."""
+    outputs = [var for var, _ in seeds]
+    acc = _Accumulator()
+    for var, seed in seeds:
+        acc.add(var, seed)
+    relevant = depends_on(outputs, wrt)
+    for node in reversed(toposort(outputs, stop_at=wrt)):
+        if not any(id(o) in relevant for o in node.outputs):
+            continue
+        output_grads = [acc.total(o) for o in node.outputs]
+        if all(g is None for g in output_grads):
+            continue
+        with transform(f"pullback of {_where(node)}"):
+            input_grads = node.op.pullback(node, output_grads)
+        _check_pullback_result(node, input_grads)
+        for var, grad in zip(node.inputs, input_grads):
+            if grad is not None and id(var) in relevant and is_float(var.dtype):
+                acc.add(var, grad)
+    return acc
+
+
+def _validate_wrt(wrt: Sequence[Any], what: str) -> list[Variable]:
+    result = []
+    for var in wrt:
+        if not isinstance(var, Variable):
+            raise GradientError(f"{what}: wrt must be graph variables, got {type(var).__name__}")
+        if isinstance(var, Constant):
+            raise GradientError(f"{what}: cannot differentiate with respect to a constant ({var.label()})")
+        result.append(var)
+    return result
+
+
+def _finish(
+    acc: _Accumulator, outputs: Sequence[Variable], wrt: Sequence[Variable], disconnected: Disconnected, what: str
+) -> list[Variable]:
+    if disconnected not in ("raise", "zero"):
+        raise GradientError(f"{what}: disconnected must be 'raise' or 'zero', got {disconnected!r}")
+    relevant = depends_on(outputs, wrt)
+    upward = {id(v) for node in toposort(outputs, stop_at=wrt) for v in node.inputs} | {id(o) for o in outputs}
+    results = []
+    for var in wrt:
+        if not is_float(var.dtype):
+            if id(var) in upward:
+                user = _first_user(outputs, wrt, var)
+                detail = f"; it is used by {_where(user)}" if user is not None else ""
+                raise node_error(
+                    UndefinedGradientError,
+                    what,
+                    f"the gradient with respect to {var.label()} ({var.type}) is undefined: "
+                    f"integer and boolean variables have no gradient{detail}",
+                    [var],
+                )
+        connected = id(var) in upward and id(var) in relevant
+        if not connected and disconnected == "raise":
+            raise node_error(
+                DisconnectedInputError,
+                what,
+                f"the cost does not depend on {var.label()} ({var.type}), declared at {var.provenance.describe()}; "
+                f"pass disconnected='zero' to get zeros instead",
+                [var],
+            )
+        total = acc.total(var) if connected else None
+        if total is None:
+            from nbdiff.ops.broadcast import zeros_like
+
+            total = zeros_like(var, var.dtype if is_float(var.dtype) else "float64")
+        elif None not in var.shape and total.shape != var.shape or total.ndim != var.ndim:
+            from nbdiff.ops.broadcast import broadcast_like
+
+            total = broadcast_like(total, var)
+        results.append(total)
+    return results
+
+
+def _first_user(outputs: Sequence[Variable], wrt: Sequence[Variable], var: Variable) -> Apply | None:
+    for node in toposort(outputs, stop_at=wrt):
+        if any(v is var for v in node.inputs):
+            return node
+    return None
+
+
+def grad(
+    cost: Variable | None,
+    wrt: Variable | Sequence[Variable],
+    *,
+    disconnected: Disconnected = "raise",
+    known_grads: Mapping[Variable, Any] | None = None,
+) -> Any:
+    """Gradient of a scalar ``cost`` with respect to ``wrt`` (one variable, or a list giving a list).
+
+    ``known_grads`` maps intermediate variables to gradients to use as extra seeds (``cost`` may then be None).
+    ``disconnected="raise"`` (default) raises for a ``wrt`` the cost does not depend on; ``"zero"`` returns zeros.
+    """
+    wrt_list, as_list = _as_list(wrt)
+    wrt_list = _validate_wrt(wrt_list, "grad")
+    seeds: list[tuple[Variable, Variable]] = []
+    if cost is not None:
+        cost = as_variable(cost)
+        if cost.ndim != 0:
+            raise node_error(
+                GradientError,
+                "grad",
+                f"the cost must be a scalar, got shape {cost.shape}; sum it first, or use nd.Lop / nd.jacobian",
+                [cost],
+            )
+        if not is_float(cost.dtype):
+            raise node_error(GradientError, "grad", f"the cost must be a float, got {cost.dtype}", [cost])
+        seeds.append((cost, constant(1.0, cost.dtype)))
+    elif not known_grads:
+        raise GradientError("grad: give a cost, or known_grads, or both")
+    for var, value in (known_grads or {}).items():
+        seeds.append((var, _seed(var, value, "grad (known_grads)")))
+    outputs = [var for var, _ in seeds]
+    with transform("grad"):
+        acc = backprop(seeds, wrt_list)
+        results = _finish(acc, outputs, wrt_list, disconnected, "grad")
+    return results if as_list else results[0]
+
+
+def _seed(var: Variable, value: Any, what: str) -> Variable:
+    seed = as_variable(value, var)
+    if seed.ndim != var.ndim or any(a is not None and b is not None and a != b for a, b in zip(seed.shape, var.shape)):
+        raise node_error(
+            GradientError, what, f"seed of type {seed.type} does not match {var.label()} of type {var.type}", [var, seed]
+        )
+    if not is_float(seed.dtype):
+        seed = seed.astype(var.dtype if is_float(var.dtype) else "float64")
+    return seed
+
+
+def Lop(
+    f: Variable | Sequence[Variable],
+    wrt: Variable | Sequence[Variable],
+    eval_points: Variable | Sequence[Variable],
+    *,
+    disconnected: Disconnected = "raise",
+) -> Any:
+    """L-operator (vector-Jacobian product): ``sum_i eval_points[i] * d f[i] / d wrt``, as a graph."""
+    outputs, _ = _as_list(f)
+    points, _ = _as_list(eval_points)
+    wrt_list, as_list = _as_list(wrt)
+    wrt_list = _validate_wrt(wrt_list, "Lop")
+    if len(points) != len(outputs):
+        raise GradientError(f"Lop: got {len(points)} eval_points for {len(outputs)} outputs")
+    outputs = [as_variable(o) for o in outputs]
+    seeds = [(out, _seed(out, point, "Lop")) for out, point in zip(outputs, points)]
+    with transform("Lop"):
+        acc = backprop(seeds, wrt_list)
+        results = _finish(acc, outputs, wrt_list, disconnected, "Lop")
+    return results if as_list else results[0]
+
+
+def Rop(
+    f: Variable | Sequence[Variable],
+    wrt: Variable | Sequence[Variable],
+    eval_points: Variable | Sequence[Variable],
+) -> Any:
+    """R-operator (Jacobian-vector product): ``sum_j d f / d wrt[j] * eval_points[j]``, as a graph."""
+    outputs, out_as_list = _as_list(f)
+    outputs = [as_variable(o) for o in outputs]
+    wrt_list, _ = _as_list(wrt)
+    wrt_list = _validate_wrt(wrt_list, "Rop")
+    points, _ = _as_list(eval_points)
+    if len(points) != len(wrt_list):
+        raise GradientError(f"Rop: got {len(points)} eval_points for {len(wrt_list)} wrt variables")
+    tangents: dict[int, Variable] = {}
+    for var, point in zip(wrt_list, points):
+        tangents[id(var)] = _seed(var, point, "Rop")
+    with transform("Rop"):
+        for node in toposort(outputs, stop_at=wrt_list):
+            inputs = [tangents.get(id(v)) if is_float(v.dtype) else None for v in node.inputs]
+            if all(t is None for t in inputs):
+                continue
+            with transform(f"pushforward of {_where(node)}"):
+                if node.op.pushforward is not None:
+                    outs = node.op.pushforward(node, inputs)
+                else:
+                    outs = pushforward_by_transposition(node, inputs)
+            for out, tangent in zip(node.outputs, outs):
+                if tangent is not None and is_float(out.dtype):
+                    tangents[id(out)] = tangent
+        from nbdiff.ops.broadcast import broadcast_like, zeros_like
+
+        results = []
+        for out in outputs:
+            tangent = tangents.get(id(out))
+            if tangent is None:
+                tangent = zeros_like(out, out.dtype if is_float(out.dtype) else "float64")
+            elif tangent.shape != out.shape or None in out.shape:
+                tangent = broadcast_like(tangent, out)
+            results.append(tangent)
+    return results if out_as_list else results[0]
+
+
+def pushforward_by_transposition(node: Apply, tangents: Sequence[Variable | None]) -> list[Variable | None]:
+    """JVP of one node from its pullback: the pullback is linear in its seed ``u``, so
+    ``jvp = grad(sum_i <pullback_i(u), t_i>, u)``; ``u`` is a zeros-like placeholder whose value never matters."""
+    from nbdiff.ops.broadcast import zeros_like
+    from nbdiff.ops.reduce import sum as reduce_sum
+
+    seeds = [zeros_like(out) if is_float(out.dtype) else None for out in node.outputs]
+    input_grads = node.op.pullback(node, seeds)
+    total = None
+    for grad_i, tangent in zip(input_grads, tangents):
+        if tangent is None or grad_i is None:
+            continue
+        if isinstance(grad_i, UndefinedGrad):
+            raise grad_i.error()
+        term = reduce_sum(grad_i * tangent)
+        total = term if total is None else total + term
+    if total is None:
+        return [None] * len(node.outputs)
+    used = [seed for seed in seeds if seed is not None]
+    acc = backprop([(total, constant(1.0, total.dtype))], used)
+    return [acc.total(seed) if seed is not None else None for seed in seeds]
+
+
+def jacobian(y: Variable, wrt: Variable | Sequence[Variable], *, disconnected: Disconnected = "raise") -> Any:
+    """Jacobian of ``y`` with respect to ``wrt``: shape ``y.shape + wrt.shape``, one gradient per element of y.
+
+    The rows are unrolled in the graph, so ``y`` needs a statically known size (declare ``shape=`` on inputs).
+    """
+    from nbdiff.ops.shape import reshape, stack
+
+    y = as_variable(y)
+    wrt_list, as_list = _as_list(wrt)
+    size = y.type.size
+    if size is None:
+        raise node_error(
+            GradientError,
+            "jacobian",
+            f"y has shape {y.shape} with unknown dimensions; the jacobian unrolls one gradient per element of y, "
+            f"so declare static shapes on the inputs (e.g. nd.vector('x', shape=(3,)))",
+            [y],
+        )
+    if size == 0:
+        raise node_error(GradientError, "jacobian", "y has no elements", [y])
+    if y.ndim == 0:
+        return grad(y, wrt, disconnected=disconnected)
+    flat = y if y.ndim == 1 else reshape(y, (size,))
+    rows = [grad(flat[i], wrt_list, disconnected=disconnected) for i in range(size)]
+    results = []
+    for position, var in enumerate(wrt_list):
+        stacked = stack([row[position] for row in rows])
+        if y.ndim > 1:
+            if list(var.shape).count(None) > 1:
+                raise node_error(
+                    GradientError, "jacobian", "a y with 2 or more dimensions needs wrt of known shape", [y, var]
+                )
+            stacked = reshape(stacked, tuple(y.shape) + tuple(-1 if d is None else d for d in var.shape))
+        results.append(stacked)
+    return results if as_list else results[0]
+
+
+def hessian(cost: Variable, wrt: Variable | Sequence[Variable], *, disconnected: Disconnected = "raise") -> Any:
+    """Hessian of a scalar ``cost``: for each ``wrt`` the matrix of second derivatives, shape ``wrt.shape * 2``."""
+    wrt_list, as_list = _as_list(wrt)
+    results = []
+    for var in wrt_list:
+        g = grad(cost, var, disconnected=disconnected)
+        results.append(jacobian(g, var, disconnected="zero"))
+    return results if as_list else results[0]

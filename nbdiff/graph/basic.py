@@ -1,0 +1,415 @@
+"""The graph: typed ``Variable``s, ``Constant``s and immutable, hash-consed ``Apply`` nodes, and the ``Op`` contract.
+
+Building the same op on the same inputs twice returns the same ``Apply`` node (hash-consing), so common
+subexpressions merge for free and nodes can be dict keys. Each node keeps the provenance of every site that built it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+
+from nbdiff.errors import DTypeError, GraphError, node_error
+from nbdiff.graph.provenance import Origin, Provenance, current_origin
+from nbdiff.graph.types import TensorType, as_dtype, is_float
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nbdiff.gradient import GradResult
+
+
+class Variable:
+    """A typed value in a graph: a user input (no owner) or the output ``index`` of an ``Apply`` node.
+
+    Operators follow NumPy (``+ - * / ** @``, comparisons, indexing). Variables hash by identity, so they can be
+    dict keys even though ``==`` builds an elementwise comparison node.
+    """
+
+    __slots__ = ("type", "owner", "index", "name", "_provenance", "__weakref__")
+    __array_ufunc__ = None  # make ``ndarray * Variable`` defer to ``Variable.__rmul__``
+    __hash__ = object.__hash__
+
+    def __init__(self, type: TensorType, owner: Apply | None = None, index: int = 0, name: str | None = None):
+        self.type = type
+        self.owner = owner
+        self.index = index
+        self.name = name
+        self._provenance = Provenance([current_origin()]) if owner is None else None
+
+    # -- static information -------------------------------------------------------------------------------------
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    @property
+    def shape(self) -> tuple:
+        """The static shape: ints where known, ``None`` where only known at run time."""
+        return self.type.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.type.ndim
+
+    @property
+    def provenance(self) -> Provenance:
+        return self.owner.provenance if self.owner is not None else self._provenance
+
+    @property
+    def is_input(self) -> bool:
+        """True for a root variable that a function takes as an argument (not a constant, not computed)."""
+        return self.owner is None and not isinstance(self, Constant)
+
+    def label(self) -> str:
+        """A short human name: the variable's name, or its op's name."""
+        if self.name:
+            return self.name
+        if self.owner is not None:
+            return self.owner.op.name
+        return "<unnamed>"
+
+    def __repr__(self) -> str:
+        return f"{self.label()}: {self.type}"
+
+    # -- misuse ------------------------------------------------------------------------------------------------
+    def __bool__(self) -> bool:
+        raise node_error(
+            GraphError,
+            self.label(),
+            "a symbolic variable has no truth value; use nd.where(cond, a, b) instead of if/and/or",
+            [self],
+        )
+
+    def __iter__(self):
+        raise node_error(
+            GraphError,
+            self.label(),
+            "a symbolic variable cannot be iterated; index it (x[i]) or use nd.sum/nd.stack",
+            [self],
+        )
+
+    def __len__(self) -> int:
+        if self.ndim and self.shape[0] is not None:
+            return self.shape[0]
+        raise node_error(GraphError, self.label(), "len() needs a known first dimension", [self])
+
+    # -- arithmetic (NumPy semantics; implemented in nbdiff.ops) -------------------------------------------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().true_divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().true_divide(other, self)
+
+    def __pow__(self, other):
+        return _ops().power(self, other)
+
+    def __rpow__(self, other):
+        return _ops().power(other, self)
+
+    def __neg__(self):
+        return _ops().negative(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _ops().abs(self)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __lt__(self, other):
+        return _ops().less(self, other)
+
+    def __le__(self, other):
+        return _ops().less_equal(self, other)
+
+    def __gt__(self, other):
+        return _ops().greater(self, other)
+
+    def __ge__(self, other):
+        return _ops().greater_equal(self, other)
+
+    def __eq__(self, other):  # type: ignore[override]
+        return _ops().equal(self, other)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return _ops().not_equal(self, other)
+
+    def __getitem__(self, index):
+        return _ops().getitem(self, index)
+
+    # -- NumPy-named methods -------------------------------------------------------------------------------------
+    @property
+    def T(self) -> Variable:
+        return _ops().transpose(self)
+
+    def astype(self, dtype: object) -> Variable:
+        return _ops().astype(self, dtype)
+
+    def sum(self, axis=None, keepdims: bool = False) -> Variable:
+        return _ops().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False) -> Variable:
+        return _ops().mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims: bool = False) -> Variable:
+        return _ops().max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims: bool = False) -> Variable:
+        return _ops().min(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims: bool = False) -> Variable:
+        return _ops().prod(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape) -> Variable:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops().reshape(self, shape)
+
+    def transpose(self, *axes) -> Variable:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _ops().transpose(self, axes or None)
+
+    def dot(self, other) -> Variable:
+        return _ops().dot(self, other)
+
+
+class Constant(Variable):
+    """A constant array in a graph. Constants are hash-consed by value, so equal constants are one node."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: np.ndarray, name: str | None = None):
+        super().__init__(TensorType(data.dtype.name, tuple(data.shape)), None, 0, name)
+        data.setflags(write=False)
+        self.data = data
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.data.size == 1:
+            return np.array2string(self.data.reshape(()), precision=6)
+        return f"constant{self.type}"
+
+    def __repr__(self) -> str:
+        return f"Constant({self.label()}, {self.type})"
+
+
+class Apply:
+    """An application of an ``Op`` to input variables, producing output variables. Immutable and hash-consed."""
+
+    __slots__ = ("op", "inputs", "outputs", "provenance", "__weakref__")
+
+    def __init__(self, op: Op, inputs: tuple[Variable, ...], output_types: Sequence[TensorType], origin: Origin):
+        self.op = op
+        self.inputs = inputs
+        self.outputs = tuple(Variable(t, self, i) for i, t in enumerate(output_types))
+        self.provenance = Provenance([origin])
+
+    @property
+    def out(self) -> Variable:
+        """The single output of a one-output node."""
+        return self.outputs[0]
+
+    def __repr__(self) -> str:
+        return f"Apply({self.op.name}, {[v.label() for v in self.inputs]})"
+
+
+_NODE_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_CONSTANT_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_CACHE_LOCK = threading.Lock()
+_SMALL_CONSTANT = 4096  # constants up to this many elements are hash-consed by value
+
+
+def apply(op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType]) -> Apply:
+    """Return the node for ``op(*inputs)``, reusing the existing one if this op was applied to these inputs before.
+
+    The cache key uses the inputs' identities; the node holds its inputs, so an id cannot be reused while the
+    node is alive. A reused node records the new construction site in its provenance.
+    """
+    inputs = tuple(inputs)
+    key = (op, tuple(id(v) for v in inputs))
+    origin = current_origin()
+    with _CACHE_LOCK:
+        node = _NODE_CACHE.get(key)
+        if node is not None:
+            node.provenance.add(origin)
+            return node
+        node = Apply(op, inputs, output_types, origin)
+        _NODE_CACHE[key] = node
+    return node
+
+
+def constant(value: Any, dtype: object = None, name: str | None = None) -> Constant:
+    """A constant variable holding ``value`` (an array, list or number), hash-consed by value when small."""
+    if isinstance(value, Constant) and dtype is None:
+        return value
+    if isinstance(value, Variable):
+        raise node_error(GraphError, "constant", "expected a concrete value, got a symbolic variable", [value])
+    data = np.asarray(value if dtype is None else np.asarray(value, dtype=as_dtype(dtype)))
+    if data.dtype.kind not in "biuf":
+        raise node_error(DTypeError, "constant", f"cannot use a value of dtype {data.dtype} in a graph", [data])
+    as_dtype(data.dtype)
+    if data.size > _SMALL_CONSTANT or name is not None:
+        return Constant(np.array(data), name)
+    key = (data.dtype.name, data.shape, data.tobytes())
+    with _CACHE_LOCK:
+        node = _CONSTANT_CACHE.get(key)
+        if node is None:
+            node = Constant(np.array(data))
+            _CONSTANT_CACHE[key] = node
+    return node
+
+
+def as_variable(value: Any, like: Variable | None = None) -> Variable:
+    """Turn ``value`` into a graph variable; Python numbers are weakly typed (NEP 50) and take ``like``'s dtype."""
+    if isinstance(value, Variable):
+        return value
+    if like is not None and isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        return constant(value, _weak_scalar_dtype(value, like.dtype))
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        return constant(value, "bool" if isinstance(value, bool) else "int64" if isinstance(value, int) else "float64")
+    return constant(value)
+
+
+def _weak_scalar_dtype(value: bool | int | float, other: str) -> str:
+    """NumPy 2's rule for a Python scalar meeting an array of dtype ``other``."""
+    if isinstance(value, bool):
+        return other
+    if isinstance(value, int):
+        if other == "bool":
+            return "int64"
+        if not is_float(other):
+            info = np.iinfo(other)
+            if not info.min <= value <= info.max:
+                raise node_error(DTypeError, "constant", f"Python integer {value} does not fit in {other}")
+        return other
+    return other if is_float(other) else "float64"
+
+
+_REGISTRY: dict[str, type[Op]] = {}
+
+
+class Op:
+    """The op contract: everything an op means lives in its class.
+
+    - ``infer(*inputs)`` (type and shape inference; raises a typed error naming the op on bad input),
+    - ``perform(*arrays)`` (NumPy, the reference semantics every backend must match),
+    - ``pullback(node, output_grads)`` (vector-Jacobian product built from graph ops),
+    - ``pushforward(node, input_tangents)`` (optional Jacobian-vector product; ``Rop`` derives it otherwise).
+
+    Ops are frozen dataclasses (or parameterless classes): equal parameters mean the same op, which is what
+    hash-consing needs. Concrete subclasses register themselves; a registry test checks the contract.
+    """
+
+    abstract: ClassVar[bool] = True
+    nout: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("abstract", False):
+            cls.abstract = False
+            _REGISTRY[cls.__name__] = cls
+
+    # -- identity ------------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Lower-case name used in printers and errors (``Tanh`` -> ``tanh``)."""
+        return type(self).__name__.lower()
+
+    def params(self) -> dict[str, Any]:
+        """The op's parameters, shown by printers (``{axis: (0,)}``); empty for parameterless ops."""
+        fields = getattr(self, "__dataclass_fields__", {})
+        return {name: getattr(self, name) for name in fields}
+
+    def describe(self) -> str:
+        params = self.params()
+        if not params:
+            return self.name
+        inner = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        return f"{self.name}{{{inner}}}"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.params() == other.params()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(_hashable(v) for v in self.params().values())))
+
+    # -- the contract --------------------------------------------------------------------------------------------
+    def infer(self, *inputs: Variable) -> list[TensorType]:
+        """Output types of this op on these inputs; raise a typed error (``node_error``) on bad input."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement infer")
+
+    def perform(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Compute the outputs with NumPy. Returns a tuple with one array per output."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement perform")
+
+    def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[GradResult]:
+        """Gradients with respect to each input, as graph variables (``None`` for disconnected inputs)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement pullback")
+
+    pushforward: Any = None  # optional: (node, input_tangents) -> list[Variable | None]
+
+    # -- construction --------------------------------------------------------------------------------------------
+    def prepare_inputs(self, inputs: Sequence[Any]) -> list[Variable]:
+        """Convert raw arguments to variables; Python numbers take the dtype of the first variable input."""
+        like = next((v for v in inputs if isinstance(v, Variable)), None)
+        return [as_variable(v, like) for v in inputs]
+
+    def make_node(self, *inputs: Any) -> Apply:
+        variables = self.prepare_inputs(inputs)
+        return apply(self, variables, self.infer(*variables))
+
+    def __call__(self, *inputs: Any) -> Any:
+        node = self.make_node(*inputs)
+        return node.outputs[0] if self.nout == 1 else node.outputs
+
+    def error(self, cls: type, detail: str, inputs: Sequence[object] = ()) -> Exception:
+        """A typed error naming this op, the inputs' types and the user's current line."""
+        return node_error(cls, self.name, detail, inputs)
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return (value.dtype.name, value.shape, value.tobytes())
+    return value
+
+
+def registered_ops() -> dict[str, type[Op]]:
+    """Every concrete op class, by class name (the registry the contract test checks)."""
+    return dict(_REGISTRY)
+
+
+def _ops():
+    import nbdiff.ops as ops
+
+    return ops

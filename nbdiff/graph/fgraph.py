@@ -1,0 +1,83 @@
+"""``Graph``: a function's inputs, outputs and the nodes between them, in execution order.
+
+This is what ``f.graph`` returns: printable (``nd.dprint``), drawable, and the unit the rewrite passes work on.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from nbdiff.errors import GraphError, MissingInputError, node_error
+from nbdiff.graph.basic import Apply, Constant, Variable
+from nbdiff.graph.traversal import graph_inputs, toposort
+
+
+class Graph:
+    """Inputs, outputs and the nodes computing the outputs from the inputs, inputs before users."""
+
+    def __init__(self, inputs: Sequence[Variable], outputs: Sequence[Variable]):
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.nodes: list[Apply] = toposort(self.outputs, stop_at=self.inputs)
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        given = {id(v) for v in self.inputs}
+        for root in graph_inputs(self.outputs, self.inputs):
+            if id(root) in given or isinstance(root, Constant):
+                continue
+            needed_by = next((out for out in self.outputs if _depends(out, root, self.inputs)), None)
+            what = f" (output {needed_by.label()} needs it)" if needed_by is not None else ""
+            raise node_error(
+                MissingInputError,
+                "function",
+                f"the outputs depend on {root.label()} ({root.type}), declared at {root.provenance.describe()}, "
+                f"which is not among the inputs{what}; add it to the inputs list",
+            )
+
+    @property
+    def constants(self) -> list[Constant]:
+        """The constants the graph uses, in first-use order."""
+        return [v for v in graph_inputs(self.outputs, self.inputs) if isinstance(v, Constant)]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        from nbdiff.graph.printing import dprint_str
+
+        return dprint_str(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's pretty printer
+        printer.text(repr(self))
+
+
+def _depends(out: Variable, root: Variable, stop: Sequence[Variable]) -> bool:
+    if out is root:
+        return True
+    return any(v is root for node in toposort([out], stop_at=stop) for v in node.inputs)
+
+
+def check_function_inputs(inputs: Sequence[object]) -> list[Variable]:
+    """Validate a function's input list: root variables, each once."""
+    result = []
+    seen: set[int] = set()
+    for position, var in enumerate(inputs):
+        if not isinstance(var, Variable):
+            raise GraphError(f"function: input {position} must be a variable (e.g. nd.vector('x')), "
+                             f"got {type(var).__name__}")
+        if isinstance(var, Constant):
+            raise GraphError(f"function: input {position} ({var.label()}) is a constant, not an input variable")
+        if var.owner is not None:
+            raise node_error(
+                GraphError,
+                "function",
+                f"input {position} ({var.label()}) is computed by {var.owner.op.name}; inputs must be variables "
+                f"created with nd.scalar / nd.vector / nd.matrix / nd.tensor",
+                [var],
+            )
+        if id(var) in seen:
+            raise GraphError(f"function: input {var.label()} is listed twice")
+        seen.add(id(var))
+        result.append(var)
+    return result

@@ -1,0 +1,15 @@
+"""Every op and NumPy-named function, gathered from the op family modules.
+
+Each family module lists its public functions in ``__all__``; adding an op touches only its family module.
+"""
+
+from nbdiff.ops.broadcast import *  # noqa: F401,F403
+from nbdiff.ops.broadcast import __all__ as _broadcast_all
+from nbdiff.ops.elemwise import *  # noqa: F401,F403
+from nbdiff.ops.elemwise import __all__ as _elemwise_all
+from nbdiff.ops.reduce import *  # noqa: F401,F403
+from nbdiff.ops.reduce import __all__ as _reduce_all
+from nbdiff.ops.shape import *  # noqa: F401,F403
+from nbdiff.ops.shape import __all__ as _shape_all
+
+__all__ = [*_broadcast_all, *_elemwise_all, *_reduce_all, *_shape_all]

@@ -11,6 +11,7 @@ from nbdiff.gradient import Lop, Rop, grad, hessian, jacobian
 from nbdiff.graph.basic import Constant, Variable, constant
 from nbdiff.ops import *  # noqa: F401,F403
 from nbdiff.ops import __all__ as _ops_all
+from nbdiff.testing import check_grads
 from nbdiff.variables import matrix, scalar, tensor, vector
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "NbdiffError",
     "Rop",
     "Variable",
+    "check_grads",
     "constant",
     "function",
     "grad",

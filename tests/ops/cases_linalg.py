@@ -1,0 +1,3 @@
+"""Op-table rows for the linalg family."""
+
+CASES: list = []

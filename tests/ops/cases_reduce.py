@@ -1,0 +1,3 @@
+"""Op-table rows for the reduce family."""
+
+CASES: list = []

@@ -9,15 +9,26 @@ elementwise op needs no backend change.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from nbdiff.errors import DTypeError
+from nbdiff.errors import DTypeError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
-from nbdiff.graph.types import TensorType, as_dtype, broadcast_shapes, is_float, numpy_result_dtype
+from nbdiff.graph.types import (
+    SUPPORTED_DTYPES,
+    TensorType,
+    as_dtype,
+    broadcast_shapes,
+    is_float,
+    is_integer,
+    numpy_result_dtype,
+)
 from nbdiff.ops import broadcast as bc
+from nbdiff.ops.special import erf as erf_numpy
+from nbdiff.ops.special import float_dtype_for
 
 
 class Elemwise(Op):
@@ -33,9 +44,25 @@ class Elemwise(Op):
     def infer(self, *inputs: Variable) -> list[TensorType]:
         if len(inputs) != self.nin:
             raise self.error(DTypeError, f"expected {self.nin} input(s), got {len(inputs)}", inputs)
-        dtype = numpy_result_dtype(type(self).numpy_fn, *(v.dtype for v in inputs))
+        dtype = self.result_dtype(inputs)
         shape = broadcast_shapes(self.name, *(v.shape for v in inputs))
         return [TensorType(dtype, shape)]
+
+    def result_dtype(self, inputs: Sequence[Variable]) -> str:
+        """NumPy's result dtype for these inputs; a typed error where NumPy has no loop or nbdiff lacks the dtype."""
+        dtypes = [v.dtype for v in inputs]
+        try:
+            dtype = numpy_result_dtype(type(self).numpy_fn, *dtypes)
+        except (TypeError, ValueError) as exc:  # e.g. np.negative or np.sign of bool
+            raise self.error(DTypeError, f"NumPy does not accept {', '.join(dtypes)} here: {exc}", inputs) from None
+        if dtype not in SUPPORTED_DTYPES:
+            raise self.error(
+                DTypeError,
+                f"NumPy's result would be {dtype}, which nbdiff does not support; cast the input first "
+                f"(e.g. x.astype('float64'))",
+                inputs,
+            )
+        return dtype
 
     def perform(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         return (np.asarray(type(self).numpy_fn(*arrays)),)
@@ -47,7 +74,7 @@ class Elemwise(Op):
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads
         wanted = [is_float(v.dtype) and not isinstance(v, Constant) for v in node.inputs]
-        if g is None or not self.differentiable:
+        if g is None or not self.differentiable or not any(wanted):
             return [None] * len(node.inputs)
         partials = self.partials(node, wanted)
         grads: list[Any] = []
@@ -64,14 +91,16 @@ class Elemwise(Op):
         wanted = [t is not None for t in tangents]
         partials = self.partials(node, wanted)
         total = None
-        for tangent, partial in zip(tangents, partials):
+        broadcast = False  # whether the sum may be smaller than the output (a tangent of a broadcast input)
+        for var, tangent, partial in zip(node.inputs, tangents, partials):
             if tangent is None or partial is None:
                 continue
-            term = mul(partial, tangent)
+            term = _scale(tangent, partial)
             total = term if total is None else add(total, term)
+            broadcast = broadcast or bc.may_be_broadcast(var, node, node.out)
         if total is None:
             return [None]
-        return [bc.broadcast_like(total, node.out)]
+        return [bc.broadcast_like(total, node.out) if broadcast else total]
 
 
 class UnaryElemwise(Elemwise):
@@ -82,6 +111,15 @@ class UnaryElemwise(Elemwise):
 class BinaryElemwise(Elemwise):
     abstract = True
     nin = 2
+
+
+def _scale(tangent: Variable, partial: Variable) -> Variable:
+    """``partial * tangent``, without a multiplication when the partial is the constant 1 or -1."""
+    if _is_constant_value(partial, 1.0):
+        return tangent
+    if _is_constant_value(partial, -1.0):
+        return negative(tangent)
+    return mul(partial, tangent)
 
 
 def _out(node: Apply) -> Variable:
@@ -141,10 +179,6 @@ class Mul(BinaryElemwise):
 class TrueDivide(BinaryElemwise):
     numpy_fn = np.true_divide
     scalar_code = "({0} / {1})"
-
-    @property
-    def name(self) -> str:
-        return "true_divide"
 
     def partials(self, node, wanted):
         a, b = node.inputs
@@ -302,5 +336,463 @@ def astype(x: Any, dtype: object) -> Variable:
         return x
     return Cast(name)(x)
 
-__all__ = ["add", "sub", "subtract", "mul", "multiply", "true_divide", "divide", "power", "negative", "exp", "log",
-           "tanh", "sin", "cos", "astype"]
+
+def _mask(condition: Variable, like: Variable) -> Variable:
+    """A boolean ``condition`` as 0/1 in ``like``'s float dtype (the derivative of a piecewise-linear op)."""
+    return astype(condition, like.dtype if is_float(like.dtype) else "float64")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Piecewise and power functions
+# ---------------------------------------------------------------------------------------------------------------
+class Abs(UnaryElemwise):
+    """``abs(x)``; integers stay integers. The derivative is ``sign(x)``, so 0 at the kink."""
+
+    numpy_fn = np.abs
+    scalar_code = "abs({0})"
+
+    def partials(self, node, wanted):
+        return [sign(node.inputs[0])]
+
+
+class Sign(UnaryElemwise):
+    """``sign(x)``: -1, 0 or 1 in x's dtype (NaN stays NaN). Its derivative is zero almost everywhere."""
+
+    numpy_fn = np.sign
+    scalar_code = "(1 if {0} > 0 else (-1 if {0} < 0 else {0}))"
+    differentiable = False
+
+    def partials(self, node, wanted):
+        return [None]  # zero wherever it exists
+
+
+class Sqrt(UnaryElemwise):
+    """``sqrt(x)``; integers give floats. Derivative ``0.5 / sqrt(x)``."""
+
+    numpy_fn = np.sqrt
+    scalar_code = "math.sqrt({0})"
+
+    def partials(self, node, wanted):
+        y = _out(node)
+        return [true_divide(_const(0.5, y), y)]
+
+
+class Square(UnaryElemwise):
+    """``x * x``; integers stay integers."""
+
+    numpy_fn = np.square
+    scalar_code = "({0} * {0})"
+
+    def partials(self, node, wanted):
+        (x,) = node.inputs
+        return [mul(_const(2.0, _out(node)), x)]
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    """``maximum(x, 0)`` in x's own dtype (a zero of that dtype, so integers and bool keep their dtype)."""
+    x = np.asarray(x)
+    return np.maximum(x, x.dtype.type(0))
+
+
+class Relu(UnaryElemwise):
+    """``maximum(x, 0)`` keeping x's dtype; the derivative is taken as 0 at 0."""
+
+    numpy_fn = _relu
+    scalar_code = "(0 if {0} < 0 else {0})"
+
+    def partials(self, node, wanted):
+        (x,) = node.inputs
+        return [_mask(greater(x, 0), _out(node))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# More transcendental functions
+# ---------------------------------------------------------------------------------------------------------------
+class Log1p(UnaryElemwise):
+    """``log(1 + x)``, accurate for small x. Derivative ``1 / (1 + x)``."""
+
+    numpy_fn = np.log1p
+    scalar_code = "math.log1p({0})"
+
+    def partials(self, node, wanted):
+        (x,) = node.inputs
+        one = _const(1.0, _out(node))
+        return [true_divide(one, add(one, x))]
+
+
+class Expm1(UnaryElemwise):
+    """``exp(x) - 1``, accurate for small x. Derivative ``expm1(x) + 1``."""
+
+    numpy_fn = np.expm1
+    scalar_code = "math.expm1({0})"
+
+    def partials(self, node, wanted):
+        y = _out(node)
+        return [add(y, _const(1.0, y))]
+
+
+class Tan(UnaryElemwise):
+    """``tan(x)``. Derivative ``1 + tan(x)**2``."""
+
+    numpy_fn = np.tan
+    scalar_code = "math.tan({0})"
+
+    def partials(self, node, wanted):
+        y = _out(node)
+        return [add(_const(1.0, y), square(y))]
+
+
+class Arctan(UnaryElemwise):
+    """``arctan(x)``. Derivative ``1 / (1 + x**2)``."""
+
+    numpy_fn = np.arctan
+    scalar_code = "math.atan({0})"
+
+    def partials(self, node, wanted):
+        (x,) = node.inputs
+        one = _const(1.0, _out(node))
+        return [true_divide(one, add(one, square(x)))]
+
+
+class Sinh(UnaryElemwise):
+    """``sinh(x)``. Derivative ``cosh(x)``."""
+
+    numpy_fn = np.sinh
+    scalar_code = "math.sinh({0})"
+
+    def partials(self, node, wanted):
+        return [cosh(node.inputs[0])]
+
+
+class Cosh(UnaryElemwise):
+    """``cosh(x)``. Derivative ``sinh(x)``."""
+
+    numpy_fn = np.cosh
+    scalar_code = "math.cosh({0})"
+
+    def partials(self, node, wanted):
+        return [sinh(node.inputs[0])]
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    """``x`` in the float dtype NumPy's float ufuncs would compute it in (integers and bool promote)."""
+    return x.astype(float_dtype_for(x.dtype), copy=False)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` without overflow: only ``exp(-|x|) <= 1`` is ever computed."""
+    x = _as_float(np.asarray(x))
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """``log(1 + exp(x))`` without overflow, as ``logaddexp(0, x)``."""
+    return np.logaddexp(0, _as_float(np.asarray(x)))
+
+
+class Sigmoid(UnaryElemwise):
+    """The logistic function, stable for large ``|x|``; derivative ``y (1 - y)``."""
+
+    numpy_fn = _sigmoid
+    scalar_code = "(1.0 / (1.0 + math.exp(-{0})) if {0} >= 0 else math.exp({0}) / (1.0 + math.exp({0})))"
+
+    def partials(self, node, wanted):
+        y = _out(node)
+        return [mul(y, sub(_const(1.0, y), y))]
+
+
+class Softplus(UnaryElemwise):
+    """``log(1 + exp(x))``, stable for large ``|x|``; derivative ``sigmoid(x)``."""
+
+    numpy_fn = _softplus
+    scalar_code = "(({0} if {0} > 0 else 0.0) + math.log1p(math.exp(-abs({0}))))"
+
+    def partials(self, node, wanted):
+        return [sigmoid(node.inputs[0])]
+
+
+class Erf(UnaryElemwise):
+    """The error function (NumPy has none: ``nbdiff.ops.special.erf``); derivative ``2/sqrt(pi) exp(-x**2)``."""
+
+    numpy_fn = erf_numpy
+    scalar_code = "math.erf({0})"
+
+    def partials(self, node, wanted):
+        (x,) = node.inputs
+        return [mul(_const(2.0 / math.sqrt(math.pi), _out(node)), exp(negative(square(x))))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Selection: maximum, minimum, where, clip. Scalar code propagates NaN as NumPy does.
+# ---------------------------------------------------------------------------------------------------------------
+_MAXIMUM_CODE = "({0} if ({0} >= {1} or {0} != {0}) else {1})"
+_MINIMUM_CODE = "({0} if ({0} <= {1} or {0} != {0}) else {1})"
+
+
+class Maximum(BinaryElemwise):
+    """Elementwise maximum; the gradient goes to the larger input, and to the first one on ties."""
+
+    numpy_fn = np.maximum
+    scalar_code = _MAXIMUM_CODE
+
+    def partials(self, node, wanted):
+        a, b = node.inputs
+        y = _out(node)
+        return [
+            _mask(greater_equal(a, b), y) if wanted[0] else None,
+            _mask(less(a, b), y) if wanted[1] else None,
+        ]
+
+
+class Minimum(BinaryElemwise):
+    """Elementwise minimum; the gradient goes to the smaller input, and to the first one on ties."""
+
+    numpy_fn = np.minimum
+    scalar_code = _MINIMUM_CODE
+
+    def partials(self, node, wanted):
+        a, b = node.inputs
+        y = _out(node)
+        return [
+            _mask(less_equal(a, b), y) if wanted[0] else None,
+            _mask(greater(a, b), y) if wanted[1] else None,
+        ]
+
+
+class Where(Elemwise):
+    """``where(condition, a, b)`` with broadcasting of all three; the condition gets no gradient.
+
+    The gradients of ``a`` and ``b`` are the incoming gradient masked with ``where`` (not multiplied by 0/1),
+    so an infinite or NaN gradient in the branch not taken does not leak into the other.
+    """
+
+    nin = 3
+    numpy_fn = np.where
+    scalar_code = "({1} if {0} else {2})"
+
+    def prepare_inputs(self, inputs: Sequence[Any]) -> list[Variable]:
+        """Python numbers in ``a``/``b`` take the other branch's dtype (NumPy's weak scalars), not the condition's."""
+        if len(inputs) != 3:
+            return super().prepare_inputs(inputs)
+        condition, a, b = inputs
+        a_var = as_variable(a, b if isinstance(b, Variable) else None)
+        return [as_variable(condition), a_var, as_variable(b, a_var)]
+
+    def partials(self, node, wanted):
+        condition = node.inputs[0]
+        y = _out(node)
+        one, zero = _const(1.0, y), _const(0.0, y)
+        return [
+            None,
+            where(condition, one, zero) if wanted[1] else None,
+            where(condition, zero, one) if wanted[2] else None,
+        ]
+
+    def pullback(self, node, output_grads):
+        (g,) = output_grads
+        condition, a, b = node.inputs
+        grads: list[Any] = [None]
+        for var, taken in ((a, True), (b, False)):
+            if g is None or not is_float(var.dtype) or isinstance(var, Constant):
+                grads.append(None)
+                continue
+            zero = _const(0.0, g)
+            masked = where(condition, g, zero) if taken else where(condition, zero, g)
+            grads.append(bc.sum_to_like(masked, var, node))
+        return grads
+
+    def pushforward(self, node, tangents):
+        _, ta, tb = tangents
+        if ta is None and tb is None:
+            return [None]
+        zero = _const(0.0, node.out)
+        result = where(node.inputs[0], zero if ta is None else ta, zero if tb is None else tb)
+        return [bc.broadcast_like(result, node.out)]
+
+
+class Clip(Elemwise):
+    """``clip(x, a_min, a_max)`` = ``minimum(maximum(x, a_min), a_max)`` (NumPy's definition, also for
+    ``a_min > a_max``). The gradient goes to x inside ``[a_min, a_max]`` (bounds included), to a bound where x
+    is beyond it."""
+
+    nin = 3
+    numpy_fn = np.clip
+    scalar_code = _MINIMUM_CODE.format(_MAXIMUM_CODE, "{2}")
+
+    def partials(self, node, wanted):
+        x, low, high = node.inputs
+        y = _out(node)
+        raised = maximum(x, low)
+        below_high = _mask(less_equal(raised, high), y)
+        return [
+            mul(_mask(greater_equal(x, low), y), below_high) if wanted[0] else None,
+            mul(_mask(less(x, low), y), below_high) if wanted[1] else None,
+            _mask(greater(raised, high), y) if wanted[2] else None,
+        ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Comparisons: boolean results, no gradient
+# ---------------------------------------------------------------------------------------------------------------
+class Comparison(BinaryElemwise):
+    """Base class of comparisons: boolean outputs, zero (disconnected) gradient."""
+
+    abstract = True
+    differentiable = False
+
+    def partials(self, node, wanted):
+        return [None, None]  # piecewise constant: zero wherever it exists
+
+
+class Less(Comparison):
+    """``a < b``."""
+
+    numpy_fn = np.less
+    scalar_code = "({0} < {1})"
+
+
+class LessEqual(Comparison):
+    """``a <= b``."""
+
+    numpy_fn = np.less_equal
+    scalar_code = "({0} <= {1})"
+
+
+class Greater(Comparison):
+    """``a > b``."""
+
+    numpy_fn = np.greater
+    scalar_code = "({0} > {1})"
+
+
+class GreaterEqual(Comparison):
+    """``a >= b``."""
+
+    numpy_fn = np.greater_equal
+    scalar_code = "({0} >= {1})"
+
+
+class Equal(Comparison):
+    """``a == b``."""
+
+    numpy_fn = np.equal
+    scalar_code = "({0} == {1})"
+
+
+class NotEqual(Comparison):
+    """``a != b``."""
+
+    numpy_fn = np.not_equal
+    scalar_code = "({0} != {1})"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public functions (NumPy names)
+# ---------------------------------------------------------------------------------------------------------------
+abs = Abs()  # noqa: A001 - NumPy's name (Variable.__abs__ calls it)
+absolute = abs
+sign = Sign()
+sqrt = Sqrt()
+square = Square()
+relu = Relu()
+log1p = Log1p()
+expm1 = Expm1()
+tan = Tan()
+arctan = Arctan()
+sinh = Sinh()
+cosh = Cosh()
+sigmoid = Sigmoid()
+softplus = Softplus()
+erf = Erf()
+maximum = Maximum()
+minimum = Minimum()
+less = Less()
+less_equal = LessEqual()
+greater = Greater()
+greater_equal = GreaterEqual()
+equal = Equal()
+not_equal = NotEqual()
+_where = Where()
+_clip = Clip()
+
+
+def where(condition: Any, x: Any = None, y: Any = None) -> Variable:
+    """``x`` where ``condition`` is true (nonzero), else ``y``, broadcasting all three (NumPy's three-argument form)."""
+    if x is None or y is None:
+        inputs = [v for v in (condition, x, y) if v is not None]
+        detail = (
+            "where(condition) alone gives indices whose number depends on the data; pass both x and y"
+            if x is None and y is None
+            else "either both or neither of x and y must be given"
+        )
+        raise node_error(ShapeError, "where", detail, inputs)
+    return _where(condition, x, y)
+
+
+def clip(x: Any, a_min: Any, a_max: Any) -> Variable:
+    """``x`` limited to ``[a_min, a_max]`` (NumPy's ``clip``); a bound of None means no bound on that side."""
+    like = next((v for v in (x, a_min, a_max) if isinstance(v, Variable)), None)
+    x = as_variable(x, like)
+    low = _clip_bound(a_min, x)
+    high = _clip_bound(a_max, x)
+    if low is None and high is None:
+        return x
+    if low is None:
+        return minimum(x, high)
+    if high is None:
+        return maximum(x, low)
+    return _clip(x, low, high)
+
+
+def _clip_bound(bound: Any, x: Variable) -> Any:
+    """A Python-int bound beyond x's integer range is clamped to it, as NumPy 2's ``clip`` does (same result)."""
+    if isinstance(bound, int) and not isinstance(bound, (bool, np.generic)) and is_integer(x.dtype):
+        if x.dtype != "bool":
+            info = np.iinfo(x.dtype)
+            return min(max(bound, int(info.min)), int(info.max))
+    return bound
+
+
+__all__ = [
+    "add",
+    "sub",
+    "subtract",
+    "mul",
+    "multiply",
+    "true_divide",
+    "divide",
+    "power",
+    "negative",
+    "exp",
+    "log",
+    "tanh",
+    "sin",
+    "cos",
+    "astype",
+    "abs",
+    "absolute",
+    "sign",
+    "sqrt",
+    "square",
+    "relu",
+    "log1p",
+    "expm1",
+    "tan",
+    "arctan",
+    "sinh",
+    "cosh",
+    "sigmoid",
+    "softplus",
+    "erf",
+    "maximum",
+    "minimum",
+    "where",
+    "clip",
+    "less",
+    "less_equal",
+    "greater",
+    "greater_equal",
+    "equal",
+    "not_equal",
+]

@@ -9,6 +9,7 @@ from nbdiff.errors import NbdiffError
 from nbdiff.function import Function, function
 from nbdiff.gradient import Lop, Rop, grad, hessian, jacobian
 from nbdiff.graph.basic import Constant, Variable, constant
+from nbdiff.graph.printing import dprint
 from nbdiff.ops import *  # noqa: F401,F403
 from nbdiff.ops import __all__ as _ops_all
 from nbdiff.testing import check_grads
@@ -25,6 +26,7 @@ __all__ = [
     "Variable",
     "check_grads",
     "constant",
+    "dprint",
     "function",
     "grad",
     "hessian",

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nbdiff.errors import BackendError, InputError
+from nbdiff.errors import BackendError, InputError, node_error
 from nbdiff.graph.basic import Variable, as_variable
 from nbdiff.graph.fgraph import Graph, check_function_inputs
 from nbdiff.runtime.interpreter import Plan
@@ -31,7 +31,7 @@ class Function:
                 f"include yet; use backend='auto' or 'numpy' (the NumPy interpreter)"
             )
         if isinstance(inputs, Variable):
-            raise InputError("function: inputs must be a list of variables, e.g. nd.function([x], y)")
+            raise node_error(InputError, "function", "inputs must be a list of variables, e.g. nd.function([x], y)")
         self.inputs = check_function_inputs(list(inputs))
         self._single = not isinstance(outputs, (list, tuple))
         output_list = [outputs] if self._single else list(outputs)
@@ -58,19 +58,23 @@ class Function:
             values += [_MISSING] * (len(self.inputs) - len(values))
             for key, value in kwargs.items():
                 if key not in names:
-                    raise InputError(f"{self._label()}: unexpected keyword argument {key!r}; inputs are {names}")
+                    detail = f"unexpected keyword argument {key!r}; inputs are {names}"
+                    raise node_error(InputError, self._label(), detail)
                 position = names.index(key)
                 if position < len(args):
-                    raise InputError(f"{self._label()}: got argument {key!r} twice (by position and by name)")
+                    raise node_error(InputError, self._label(), f"got argument {key!r} twice (by position and by name)")
                 values[position] = value
         if len(values) != len(self.inputs) or any(v is _MISSING for v in values):
-            expected = ", ".join(v.label() for v in self.inputs)
-            raise InputError(
-                f"{self._label()}: expected {len(self.inputs)} argument(s) ({expected}), "
-                f"got {sum(v is not _MISSING for v in values)}"
+            expected = ", ".join(f"{v.label()}: {v.type}" for v in self.inputs)
+            raise node_error(
+                InputError,
+                self._label(),
+                f"expected {len(self.inputs)} argument(s) ({expected}), got {sum(v is not _MISSING for v in values)}",
             )
-        return [convert_argument(var, value, position, self._label()) for position, (var, value) in
-                enumerate(zip(self.inputs, values))]
+        return [
+            convert_argument(var, value, position, self._label())
+            for position, (var, value) in enumerate(zip(self.inputs, values))
+        ]
 
     def _label(self) -> str:
         return f"function {self.name}" if self.name else "function"
@@ -93,22 +97,31 @@ def convert_argument(var: Variable, value: Any, position: int, where: str = "fun
     """Check one argument against its input variable's type and convert it (same-kind casts only)."""
     label = f"{where}: argument {position} ({var.label()}: {var.type})"
     if isinstance(value, Variable):
-        raise InputError(f"{label}: expected an array, got a symbolic variable; call the function with values")
+        raise _argument_error(label, var, "expected an array, got a symbolic variable; call the function with values")
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and other unconvertible values
-        raise InputError(f"{label}: cannot convert {type(value).__name__} to an array ({exc})") from None
+        raise _argument_error(label, var, f"cannot convert {type(value).__name__} to an array ({exc})") from None
     if array.dtype.kind not in "biuf":
-        raise InputError(f"{label}: expected a numeric array, got dtype {array.dtype}")
+        raise _argument_error(label, var, f"expected a numeric array, got dtype {array.dtype}")
     if array.ndim != var.ndim:
-        raise InputError(f"{label}: expected {var.ndim} dimension(s), got an array of shape {array.shape}")
+        raise _argument_error(label, var, f"expected {var.ndim} dimension(s), got an array of shape {array.shape}")
     if not var.type.accepts(array.shape):
-        raise InputError(f"{label}: expected shape {var.type.describe()}, got {array.shape}")
+        raise _argument_error(label, var, f"expected shape {var.type.describe()}, got {array.shape}")
     if array.dtype.name != var.dtype:
         if not np.can_cast(array.dtype, var.dtype, casting="same_kind"):
-            raise InputError(f"{label}: cannot convert {array.dtype} to {var.dtype} without losing information")
+            raise _argument_error(
+                label, var, f"cannot convert {array.dtype}{list(array.shape)} to {var.dtype} without losing information"
+            )
         array = array.astype(var.dtype)
     return array
+
+
+def _argument_error(label: str, var: Variable, detail: str) -> InputError:
+    """An error for one argument: names it, its declared type and declaration line, and the caller's line."""
+    site = var.provenance.site
+    declared = f"\n  {var.label()} declared at {site.describe()}" if site is not None else ""
+    return node_error(InputError, label, detail + declared)  # type: ignore[return-value]
 
 
 def function(inputs: Sequence[Variable], outputs: Any, backend: str = "auto", name: str | None = None) -> Function:

@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 from nbdiff.errors import DisconnectedInputError, GradientError, UndefinedGradientError, node_error
 from nbdiff.graph.basic import Apply, Constant, Variable, as_variable, constant
 from nbdiff.graph.provenance import transform
-from nbdiff.graph.traversal import depends_on, toposort
+from nbdiff.graph.traversal import toposort
 from nbdiff.graph.types import is_float
 
 
@@ -98,15 +98,36 @@ def _check_pullback_result(node: Apply, grads: Sequence[GradResult]) -> None:
             )
 
 
+def _walk(outputs: Sequence[Variable], wrt: Sequence[Variable]) -> tuple[list[Apply], set[int]]:
+    """The nodes between ``outputs`` and ``wrt`` (inputs first) and the ids of the variables that depend on ``wrt``.
+
+    The walk stops at each ``wrt`` variable, except at an intermediate one that another ``wrt`` variable lies above:
+    in ``grad(c, [x, tanh(x)])`` the gradient of ``x`` must flow on through ``tanh(x)``.
+    """
+    stops = list(wrt)
+    if len(wrt) > 1 and any(v.owner is not None for v in wrt):
+        stops = []
+        for var in wrt:
+            above = {id(u) for node in toposort([var]) for u in node.inputs} if var.owner is not None else set()
+            if not any(id(other) in above for other in wrt if other is not var):
+                stops.append(var)
+    nodes = toposort(outputs, stop_at=stops)
+    relevant = {id(v) for v in wrt}
+    for node in nodes:
+        if any(id(v) in relevant for v in node.inputs):
+            relevant.update(id(o) for o in node.outputs)
+    return nodes, relevant
+
+
 def backprop(seeds: Sequence[tuple[Variable, Variable]], wrt: Sequence[Variable]) -> _Accumulator:
     """Propagate ``seeds`` (variable, its gradient) back to ``wrt``; returns the accumulated contributions."""
     outputs = [var for var, _ in seeds]
     acc = _Accumulator()
     for var, seed in seeds:
         acc.add(var, seed)
-    relevant = depends_on(outputs, wrt)
-    for node in reversed(toposort(outputs, stop_at=wrt)):
-        if not any(id(o) in relevant for o in node.outputs):
+    nodes, relevant = _walk(outputs, wrt)
+    for node in reversed(nodes):
+        if not any(id(o) in relevant for o in node.outputs) or not any(id(v) in relevant for v in node.inputs):
             continue
         output_grads = [acc.total(o) for o in node.outputs]
         if all(g is None for g in output_grads):
@@ -136,8 +157,8 @@ def _finish(
 ) -> list[Variable]:
     if disconnected not in ("raise", "zero"):
         raise GradientError(f"{what}: disconnected must be 'raise' or 'zero', got {disconnected!r}")
-    relevant = depends_on(outputs, wrt)
-    upward = {id(v) for node in toposort(outputs, stop_at=wrt) for v in node.inputs} | {id(o) for o in outputs}
+    nodes, relevant = _walk(outputs, wrt)
+    upward = {id(v) for node in nodes for v in node.inputs} | {id(o) for o in outputs}
     results = []
     for var in wrt:
         if not is_float(var.dtype):
@@ -222,7 +243,10 @@ def _seed(var: Variable, value: Any, what: str) -> Variable:
     seed = as_variable(value, var)
     if seed.ndim != var.ndim or any(a is not None and b is not None and a != b for a, b in zip(seed.shape, var.shape)):
         raise node_error(
-            GradientError, what, f"seed of type {seed.type} does not match {var.label()} of type {var.type}", [var, seed]
+            GradientError,
+            what,
+            f"seed of type {seed.type} does not match {var.label()} of type {var.type}",
+            [var, seed],
         )
     if not is_float(seed.dtype):
         seed = seed.astype(var.dtype if is_float(var.dtype) else "float64")
@@ -287,8 +311,8 @@ def Rop(
             tangent = tangents.get(id(out))
             if tangent is None:
                 tangent = zeros_like(out, out.dtype if is_float(out.dtype) else "float64")
-            elif tangent.shape != out.shape or None in out.shape:
-                tangent = broadcast_like(tangent, out)
+            elif tangent.ndim != out.ndim or (None not in out.shape and tangent.shape != out.shape):
+                tangent = broadcast_like(tangent, out)  # pushforwards give output-shaped tangents; this guards
             results.append(tangent)
     return results if out_as_list else results[0]
 

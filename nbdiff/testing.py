@@ -157,8 +157,9 @@ class _Checker:
                 direction[k].reshape(-1)[flat] = 1.0
                 plus = self.evaluate(build, self.shifted(direction, self.eps))
                 minus = self.evaluate(build, self.shifted(direction, -self.eps))
-                numeric = sum(float(np.sum((plus[i] - minus[i]) / (2 * self.eps) * c))
-                              for i, c in zip(float_outputs, cotangents))
+                numeric = sum(
+                    float(np.sum((plus[i] - minus[i]) / (2 * self.eps) * c)) for i, c in zip(float_outputs, cotangents)
+                )
                 symbolic = float(grad.reshape(-1)[flat])
                 error = abs(symbolic - numeric)
                 if worst is None or error > worst[0]:
@@ -166,8 +167,10 @@ class _Checker:
         if worst is None:
             return "  (no element to locate)"
         error, position, index, symbolic, numeric = worst
-        return (f"  worst element: input {position} at position {tuple(int(i) for i in index)}: "
-                f"symbolic={symbolic!r}, numeric={numeric!r}, abs err={error:.3g}")
+        return (
+            f"  worst element: input {position} at position {tuple(int(i) for i in index)}: "
+            f"symbolic={symbolic!r}, numeric={numeric!r}, abs err={error:.3g}"
+        )
 
     # -- comparison ----------------------------------------------------------------------------------------------
     def close(self, symbolic, numeric) -> bool:

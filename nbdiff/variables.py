@@ -9,8 +9,12 @@ from nbdiff.graph.basic import Variable
 from nbdiff.graph.types import TensorType, as_dtype
 
 
-def tensor(name: str | None = None, ndim: int | None = None, dtype: object = "float64",
-           shape: Sequence[int | None] | None = None) -> Variable:
+def tensor(
+    name: str | None = None,
+    ndim: int | None = None,
+    dtype: object = "float64",
+    shape: Sequence[int | None] | None = None,
+) -> Variable:
     """A symbolic input of any rank: ``ndim`` dimensions, or the given static ``shape`` (``None`` = unknown)."""
     if shape is None:
         if ndim is None:

@@ -6,6 +6,7 @@ subexpressions merge for free and nodes can be dict keys. Each node keeps the pr
 
 from __future__ import annotations
 
+import re
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
@@ -270,7 +271,11 @@ def constant(value: Any, dtype: object = None, name: str | None = None) -> Const
         return value
     if isinstance(value, Variable):
         raise node_error(GraphError, "constant", "expected a concrete value, got a symbolic variable", [value])
-    data = np.asarray(value if dtype is None else np.asarray(value, dtype=as_dtype(dtype)))
+    target = None if dtype is None else as_dtype(dtype)
+    try:
+        data = np.asarray(value, dtype=target)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, strings for a numeric dtype, overflow
+        raise node_error(DTypeError, "constant", f"cannot convert {type(value).__name__} to an array ({exc})") from None
     if data.dtype.kind not in "biuf":
         raise node_error(DTypeError, "constant", f"cannot use a value of dtype {data.dtype} in a graph", [data])
     as_dtype(data.dtype)
@@ -338,8 +343,8 @@ class Op:
     # -- identity ------------------------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        """Lower-case name used in printers and errors (``Tanh`` -> ``tanh``)."""
-        return type(self).__name__.lower()
+        """The snake-case name used in printers and errors (``LessEqual`` -> ``less_equal``, ``Log1p`` -> ``log1p``)."""
+        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type(self).__name__).lower()
 
     def params(self) -> dict[str, Any]:
         """The op's parameters, shown by printers (``{axis: (0,)}``); empty for parameterless ops."""
@@ -353,11 +358,20 @@ class Op:
         inner = ", ".join(f"{k}={v!r}" for k, v in params.items())
         return f"{self.name}{{{inner}}}"
 
+    def identity_key(self) -> tuple:
+        """``(class, hashable parameters)``: equal keys mean the same op. Computed once (ops are immutable)."""
+        try:
+            return self.__dict__["_identity_key"]
+        except KeyError:
+            key = (type(self), tuple(_hashable(v) for v in self.params().values()))
+            self.__dict__["_identity_key"] = key
+            return key
+
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.params() == other.params()  # type: ignore[attr-defined]
+        return self is other or (isinstance(other, Op) and self.identity_key() == other.identity_key())
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(_hashable(v) for v in self.params().values())))
+        return hash(self.identity_key())
 
     # -- the contract --------------------------------------------------------------------------------------------
     def infer(self, *inputs: Variable) -> list[TensorType]:
@@ -381,7 +395,13 @@ class Op:
         return [as_variable(v, like) for v in inputs]
 
     def make_node(self, *inputs: Any) -> Apply:
-        variables = self.prepare_inputs(inputs)
+        try:
+            variables = self.prepare_inputs(inputs)
+        except DTypeError as exc:  # a raw argument that is no number or array: name this op, not ``constant``
+            message = str(exc).splitlines()[0]
+            if not message.startswith("constant: "):
+                raise
+            raise self.error(DTypeError, message.removeprefix("constant: "), inputs) from None
         return apply(self, variables, self.infer(*variables))
 
     def __call__(self, *inputs: Any) -> Any:

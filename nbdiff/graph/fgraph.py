@@ -64,20 +64,30 @@ def check_function_inputs(inputs: Sequence[object]) -> list[Variable]:
     seen: set[int] = set()
     for position, var in enumerate(inputs):
         if not isinstance(var, Variable):
-            raise GraphError(f"function: input {position} must be a variable (e.g. nd.vector('x')), "
-                             f"got {type(var).__name__}")
+            raise node_error(
+                GraphError,
+                "function",
+                f"input {position} must be a variable (e.g. nd.vector('x')), got {type(var).__name__}",
+            )
         if isinstance(var, Constant):
-            raise GraphError(f"function: input {position} ({var.label()}) is a constant, not an input variable")
+            raise node_error(
+                GraphError,
+                "function",
+                f"input {position} ({var.label()}: {var.type}) is a constant, not an input variable; "
+                f"declare inputs with nd.scalar / nd.vector / nd.matrix / nd.tensor",
+                [var],
+            )
         if var.owner is not None:
             raise node_error(
                 GraphError,
                 "function",
-                f"input {position} ({var.label()}) is computed by {var.owner.op.name}; inputs must be variables "
+                f"input {position} ({var.label()}) is computed by {var.owner.op.name} at "
+                f"{var.provenance.describe()}; inputs must be variables "
                 f"created with nd.scalar / nd.vector / nd.matrix / nd.tensor",
                 [var],
             )
         if id(var) in seen:
-            raise GraphError(f"function: input {var.label()} is listed twice")
+            raise node_error(GraphError, "function", f"input {var.label()} ({var.type}) is listed twice", [var])
         seen.add(id(var))
         result.append(var)
     return result

@@ -37,11 +37,12 @@ def as_dtype(dtype: object) -> str:
     try:
         name = np.dtype(dtype).name  # type: ignore[arg-type]
     except TypeError:
-        raise DTypeError(
-            f"unknown dtype {dtype!r}; nbdiff supports {', '.join(SUPPORTED_DTYPES)}"
+        raise node_error(
+            DTypeError, "dtype", f"unknown dtype {dtype!r}; nbdiff supports {', '.join(SUPPORTED_DTYPES)}"
         ) from None
     if name not in SUPPORTED_DTYPES:
-        raise DTypeError(f"unsupported dtype {name!r}; nbdiff supports {', '.join(SUPPORTED_DTYPES)}")
+        supported = ", ".join(SUPPORTED_DTYPES)
+        raise node_error(DTypeError, "dtype", f"unsupported dtype {name!r}; nbdiff supports {supported}")
     return name
 
 
@@ -136,9 +137,7 @@ def normalize_axes(op_name: str, axis: object, ndim: int) -> tuple[int, ...]:
         if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
             raise node_error(AxisError, op_name, f"axis must be an int, a tuple of ints or None, got {axis!r}")
         if not -ndim <= item < ndim:
-            raise node_error(
-                AxisError, op_name, f"axis {item} is out of bounds for an input with {ndim} dimension(s)"
-            )
+            raise node_error(AxisError, op_name, f"axis {item} is out of bounds for an input with {ndim} dimension(s)")
         result.append(int(item) % ndim)
     if len(set(result)) != len(result):
         raise node_error(AxisError, op_name, f"repeated axis in {axis!r}")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nbdiff.errors import DTypeError, ShapeError
+from nbdiff.errors import DTypeError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable
 from nbdiff.graph.types import TensorType, as_dtype, broadcast_shapes, is_float
 
@@ -41,8 +41,8 @@ class SumToLike(Op):
         result = g.sum(axis=leading) if leading else g
         if kept:
             result = result.sum(axis=tuple(a - len(leading) for a in kept), keepdims=True)
-        if result.shape != like.shape:
-            raise self.error(ShapeError, f"cannot sum shape {g.shape} to shape {like.shape}", [g, like])
+        if result.shape != like.shape:  # the interpreter re-raises this naming the node's own line
+            raise ValueError(f"cannot sum shape {g.shape} to shape {like.shape}")
         return (np.asarray(result),)
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
@@ -101,8 +101,11 @@ class FillLike(Op):
         return [None]
 
 
-def _needs_unbroadcast(var: Variable, node: Apply | None, grad: Variable) -> bool:
-    """Whether a gradient flowing to ``var`` through elementwise ``node`` may have a broadcast shape."""
+def may_be_broadcast(var: Variable, node: Apply | None, grad: Variable) -> bool:
+    """Whether ``var``, an input of elementwise ``node``, may have been broadcast to ``grad``'s shape (the output's).
+
+    False only when static shapes prove it was not: then gradients and tangents need no sum-to or broadcast step.
+    """
     if grad.ndim > var.ndim:
         return True
     if None not in var.shape and grad.shape == var.shape:
@@ -126,7 +129,7 @@ def _needs_unbroadcast(var: Variable, node: Apply | None, grad: Variable) -> boo
 
 def sum_to_like(g: Variable, like: Variable, node: Apply | None = None) -> Variable:
     """``g`` summed back to ``like``'s shape; a no-op when ``node``'s static shapes prove nothing was broadcast."""
-    if not _needs_unbroadcast(like, node, g):
+    if not may_be_broadcast(like, node, g):
         return g
     return SumToLike()(g, like)
 
@@ -142,10 +145,12 @@ def full_like(x: Any, fill_value: float, dtype: object = None) -> Variable:
     """An array shaped like ``x`` filled with ``fill_value`` (NumPy's ``full_like``)."""
     x = as_variable(x)
     name = None if dtype is None else as_dtype(dtype)
-    value = float(fill_value)
-    if name is not None and not is_float(name):
-        if value != int(value):
-            raise DTypeError(f"full_like: fill value {fill_value!r} does not fit integer dtype {name}")
+    try:
+        value = float(fill_value)
+    except (TypeError, ValueError):
+        raise node_error(DTypeError, "full_like", f"fill value must be a number, got {fill_value!r}", [x]) from None
+    if name is not None and not is_float(name) and value != int(value):
+        raise node_error(DTypeError, "full_like", f"fill value {fill_value!r} does not fit integer dtype {name}", [x])
     return FillLike(value, name)(x)
 
 
@@ -157,5 +162,6 @@ def zeros_like(x: Any, dtype: object = None) -> Variable:
 def ones_like(x: Any, dtype: object = None) -> Variable:
     """Ones shaped like ``x``."""
     return full_like(x, 1.0, dtype)
+
 
 __all__ = ["full_like", "ones_like", "zeros_like", "broadcast_like", "sum_to_like"]

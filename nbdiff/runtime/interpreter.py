@@ -2,12 +2,14 @@
 
 A ``Plan`` turns a ``Graph`` into a flat list of steps over numbered storage slots, once; running it calls each
 op's ``perform`` and frees every intermediate right after its last use, so peak memory stays close to what a
-careful hand-written NumPy program holds. Errors raised by NumPy are re-raised naming the op, the input shapes and
-dtypes, and the user's line that created the node.
+careful hand-written NumPy program holds. An elementwise step whose input dies at that step writes its result into
+that input's buffer (when nothing else refers to it), which saves the allocation and its page faults. Errors
+raised by NumPy are re-raised naming the op, the input shapes and dtypes, and the user's line that created the node.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,14 +22,40 @@ from nbdiff.graph.fgraph import Graph
 class Step:
     """One node's execution: its ``perform``, where its inputs are, where its outputs go, what to free after."""
 
-    __slots__ = ("node", "perform", "inputs", "outputs", "free")
+    __slots__ = ("node", "perform", "inputs", "outputs", "free", "ufunc", "reuse")
 
-    def __init__(self, node: Apply, inputs: list[int], outputs: list[int], free: list[int]):
+    def __init__(self, node: Apply, inputs: list[int], outputs: list[int], free: list[int], intermediates: set[int]):
         self.node = node
         self.perform: Callable[..., tuple[np.ndarray, ...]] = node.op.perform
         self.inputs = inputs
         self.outputs = outputs
         self.free = free
+        self.ufunc = getattr(type(node.op), "numpy_fn", None)
+        # Input slots whose buffer may receive the result: intermediates that die here, used once by this step.
+        self.reuse: list[int] = []
+        if isinstance(self.ufunc, np.ufunc) and self.ufunc.nout == 1 and len(node.outputs) == 1:
+            self.reuse = [
+                i
+                for i in inputs
+                if i in free and i in intermediates and inputs.count(i) == 1 and _same_type(node, inputs.index(i))
+            ]
+
+    def reusable_buffer(self, storage: list) -> np.ndarray | None:
+        """An input array this step may overwrite: right dtype and shape, owning its memory, referenced nowhere else."""
+        dtype = self.node.outputs[0].dtype
+        for index in self.reuse:
+            array = storage[index]
+            # references: the storage slot, the argument list, this local, getrefcount's argument
+            if (
+                type(array) is np.ndarray
+                and array.dtype.name == dtype
+                and array.base is None
+                and array.flags.writeable
+                and sys.getrefcount(array) <= 4
+                and array.shape == _broadcast_shape(storage, self.inputs)
+            ):
+                return array
+        return None
 
 
 class Plan:
@@ -57,8 +85,15 @@ class Plan:
         for index, position in last_use.items():
             if index not in keep:
                 frees[position].append(index)
+        intermediates = {slots[id(v)] for node in graph.nodes for v in node.outputs}
         self.steps = [
-            Step(node, [slots[id(v)] for v in node.inputs], [slots[id(v)] for v in node.outputs], frees[position])
+            Step(
+                node,
+                [slots[id(v)] for v in node.inputs],
+                [slots[id(v)] for v in node.outputs],
+                frees[position],
+                intermediates,
+            )
             for position, node in enumerate(graph.nodes)
         ]
         self.template: list[np.ndarray | None] = [None] * len(slots)
@@ -73,7 +108,13 @@ class Plan:
         step = None
         try:
             for step in self.steps:
-                results = step.perform(*[storage[i] for i in step.inputs])
+                args = [storage[i] for i in step.inputs]
+                buffer = step.reusable_buffer(storage) if step.reuse else None
+                if buffer is not None:
+                    results = (step.ufunc(*args, out=buffer),)
+                else:
+                    results = step.perform(*args)
+                del args
                 for index, result in zip(step.outputs, results):
                     storage[index] = result
                 if self.check_types:
@@ -87,6 +128,15 @@ class Plan:
                 raise
             raise _execution_error(step, storage, exc) from exc
         return [_owned(storage[i], arrays) for i in self.output_slots]
+
+
+def _same_type(node: Apply, position: int) -> bool:
+    return node.inputs[position].dtype == node.outputs[0].dtype
+
+
+def _broadcast_shape(storage: list, inputs: list[int]) -> tuple[int, ...]:
+    shapes = [getattr(storage[i], "shape", ()) for i in inputs]
+    return shapes[0] if all(s == shapes[0] for s in shapes) else np.broadcast_shapes(*shapes)
 
 
 def _owned(result: np.ndarray, arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""The nd.function contract (DESIGN section 2): calling, status, backend, wait, graph, kernels, history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbdiff as nd
+
+
+def test_single_output_returns_an_array_and_a_list_returns_a_list():
+    x = nd.vector("x")
+    single = nd.function([x], nd.exp(x))
+    listed = nd.function([x], [nd.exp(x)])
+    xv = np.array([0.0, 1.0])
+    assert isinstance(single(xv), np.ndarray)
+    assert isinstance(listed(xv), list) and len(listed(xv)) == 1
+    np.testing.assert_allclose(single(xv), np.exp(xv))
+
+
+def test_status_backend_wait_before_any_compiler():
+    x = nd.vector("x")
+    f = nd.function([x], nd.sum(nd.tanh(x)))
+    assert f.status.startswith("interpreting")
+    assert f.backend == "numpy"
+    assert f.wait() == f.status
+    assert f.wait(timeout=0.1) == "interpreting"
+    assert f.kernels == [] and f.history == []
+    f(np.zeros(3))
+    assert f.backend == "numpy"
+
+
+def test_graph_is_the_graph_that_runs():
+    x = nd.vector("x")
+    y = nd.sum(nd.tanh(x))
+    f = nd.function([x], [y, nd.grad(y, x)])
+    assert f.graph.inputs == [x]
+    assert f.graph.outputs[0] is y
+    assert {node.op.name for node in f.graph.nodes} >= {"tanh", "sum"}
+
+
+def test_keyword_arguments_by_input_name():
+    a, b = nd.scalar("a"), nd.scalar("b")
+    f = nd.function([a, b], a - b)
+    assert f(b=1.0, a=3.0) == 2.0
+    assert f(3.0, b=1.0) == 2.0
+    with pytest.raises(nd.errors.InputError, match="unexpected keyword"):
+        f(3.0, c=1.0)
+    with pytest.raises(nd.errors.InputError, match="twice"):
+        f(3.0, a=1.0)
+
+
+def test_same_kind_casts_are_accepted_and_lossy_ones_refused():
+    x = nd.vector("x", dtype="float32")
+    k = nd.vector("k", dtype="int64")
+    f = nd.function([x, k], x * k)
+    out = f([1.5, 2.5], np.array([1, 2], dtype="int32"))
+    assert out.dtype == np.float64  # float32 * int64 promotes as in NumPy
+    np.testing.assert_allclose(out, [1.5, 5.0])
+    with pytest.raises(nd.errors.InputError, match="without losing information"):
+        f([1.0, 2.0], [1.5, 2.5])
+
+
+def test_static_shape_is_checked_at_call_time():
+    x = nd.vector("x", shape=(3,))
+    f = nd.function([x], x * 2)
+    with pytest.raises(nd.errors.InputError, match=r"float64\[3\]"):
+        f(np.ones(4))
+
+
+def test_unknown_backend_and_unavailable_backend_are_clear_errors():
+    x = nd.vector("x")
+    with pytest.raises(nd.errors.BackendError, match="one of"):
+        nd.function([x], x, backend="gpu")
+    with pytest.raises(nd.errors.BackendError, match="compiled backend"):
+        nd.function([x], x, backend="cpu")
+
+
+def test_numpy_backend_is_the_interpreter():
+    x = nd.vector("x")
+    f = nd.function([x], nd.exp(x), backend="numpy")
+    np.testing.assert_allclose(f(np.zeros(2)), np.ones(2))
+    assert f.backend == "numpy"
+
+
+def test_repr_names_inputs_outputs_and_status():
+    x = nd.vector("x")
+    text = repr(nd.function([x], nd.exp(x)))
+    assert "x" in text and "exp" in text and "interpreting" in text

@@ -20,7 +20,9 @@ DOMAINS: dict[str, Callable[[np.random.Generator, tuple], np.ndarray]] = {
     "nonzero": lambda rng, shape: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape),
     "away": lambda rng, shape: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 2.0, shape),  # away from kinks at 0
     "small": lambda rng, shape: rng.uniform(-0.7, 0.7, shape),  # e.g. tan away from its poles
-    "distinct": lambda rng, shape: (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.37 + rng.uniform(0, 0.1, shape)),
+    "distinct": lambda rng, shape: (
+        rng.permutation(int(np.prod(shape))).reshape(shape) * 0.37 + rng.uniform(0, 0.1, shape)
+    ),
     "bool": lambda rng, shape: rng.uniform(0, 1, shape) > 0.5,
 }
 

@@ -59,8 +59,14 @@ def test_static_shape_inference(case):
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)
 def test_gradients(case):
-    nd.check_grads(case.build, case.arrays(), order=case.order, atol=case.grad_atol, rtol=case.grad_rtol,
-                   static_shapes=case.static_shapes)
+    nd.check_grads(
+        case.build,
+        case.arrays(),
+        order=case.order,
+        atol=case.grad_atol,
+        rtol=case.grad_rtol,
+        static_shapes=case.static_shapes,
+    )
 
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)

@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 from nbdiff.errors import DisconnectedInputError, GradientError, UndefinedGradientError, node_error
 from nbdiff.graph.basic import Apply, Constant, Variable, as_variable, constant
 from nbdiff.graph.provenance import transform
-from nbdiff.graph.traversal import toposort
+from nbdiff.graph.traversal import paused_gc, toposort
 from nbdiff.graph.types import is_float
 
 
@@ -233,7 +233,7 @@ def grad(
     for var, value in (known_grads or {}).items():
         seeds.append((var, _seed(var, value, "grad (known_grads)")))
     outputs = [var for var, _ in seeds]
-    with transform("grad"):
+    with transform("grad"), paused_gc():
         acc = backprop(seeds, wrt_list)
         results = _finish(acc, outputs, wrt_list, disconnected, "grad")
     return results if as_list else results[0]
@@ -269,7 +269,7 @@ def Lop(
         raise GradientError(f"Lop: got {len(points)} eval_points for {len(outputs)} outputs")
     outputs = [as_variable(o) for o in outputs]
     seeds = [(out, _seed(out, point, "Lop")) for out, point in zip(outputs, points)]
-    with transform("Lop"):
+    with transform("Lop"), paused_gc():
         acc = backprop(seeds, wrt_list)
         results = _finish(acc, outputs, wrt_list, disconnected, "Lop")
     return results if as_list else results[0]
@@ -291,7 +291,7 @@ def Rop(
     tangents: dict[int, Variable] = {}
     for var, point in zip(wrt_list, points):
         tangents[id(var)] = _seed(var, point, "Rop")
-    with transform("Rop"):
+    with transform("Rop"), paused_gc():
         for node in toposort(outputs, stop_at=wrt_list):
             inputs = [tangents.get(id(v)) if is_float(v.dtype) else None for v in node.inputs]
             if all(t is None for t in inputs):

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from nbdiff.errors import GraphError, MissingInputError, node_error
 from nbdiff.graph.basic import Apply, Constant, Variable
-from nbdiff.graph.traversal import graph_inputs, toposort
+from nbdiff.graph.traversal import paused_gc, roots_of, toposort
 
 
 class Graph:
@@ -18,12 +18,14 @@ class Graph:
     def __init__(self, inputs: Sequence[Variable], outputs: Sequence[Variable]):
         self.inputs = list(inputs)
         self.outputs = list(outputs)
-        self.nodes: list[Apply] = toposort(self.outputs, stop_at=self.inputs)
+        with paused_gc():
+            self.nodes: list[Apply] = toposort(self.outputs, stop_at=self.inputs)
+            self._roots = roots_of(self.nodes, self.outputs)
         self._check_inputs()
 
     def _check_inputs(self) -> None:
         given = {id(v) for v in self.inputs}
-        for root in graph_inputs(self.outputs, self.inputs):
+        for root in self._roots:
             if id(root) in given or isinstance(root, Constant):
                 continue
             needed_by = next((out for out in self.outputs if _depends(out, root, self.inputs)), None)
@@ -38,7 +40,7 @@ class Graph:
     @property
     def constants(self) -> list[Constant]:
         """The constants the graph uses, in first-use order."""
-        return [v for v in graph_inputs(self.outputs, self.inputs) if isinstance(v, Constant)]
+        return [v for v in self._roots if isinstance(v, Constant)]
 
     def __len__(self) -> int:
         return len(self.nodes)

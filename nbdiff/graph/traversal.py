@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import contextlib
+import gc
+from typing import Iterable, Iterator, Sequence
 
 from nbdiff.graph.basic import Apply, Variable
 
@@ -36,6 +38,35 @@ def toposort(outputs: Sequence[Variable], stop_at: Iterable[Variable] = ()) -> l
                 done.add(id(node))
                 order.append(node)
     return order
+
+
+def roots_of(nodes: Sequence[Apply], outputs: Sequence[Variable]) -> list[Variable]:
+    """The variables ``nodes`` and ``outputs`` use without computing them (inputs, constants), in first-use order."""
+    computed = {id(o) for node in nodes for o in node.outputs}
+    seen: set[int] = set()
+    roots: list[Variable] = []
+    for var in [v for node in nodes for v in node.inputs] + list(outputs):
+        if id(var) not in computed and id(var) not in seen:
+            seen.add(id(var))
+            roots.append(var)
+    return roots
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector during one large graph walk or construction.
+
+    Such work allocates many short-lived containers; each full collection scans the whole heap, which made
+    differentiating a 10,000-op chain superlinear (15-30x the time of a 1,000-op chain instead of 10x). Reference
+    counting still frees everything; the collector runs again as usual afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def graph_inputs(outputs: Sequence[Variable], stop_at: Iterable[Variable] = ()) -> list[Variable]:

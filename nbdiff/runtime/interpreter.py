@@ -17,6 +17,7 @@ import numpy as np
 from nbdiff.errors import ExecutionError, NbdiffError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Variable
 from nbdiff.graph.fgraph import Graph
+from nbdiff.graph.traversal import paused_gc
 
 
 class Step:
@@ -64,6 +65,11 @@ class Plan:
     def __init__(self, graph: Graph, check_types: bool = False):
         self.graph = graph
         self.check_types = check_types
+        with paused_gc():
+            self._schedule(graph)
+
+    def _schedule(self, graph: Graph) -> None:
+        """Number the slots, find each variable's last use and build the steps."""
         slots: dict[int, int] = {}
 
         def slot(var: Variable) -> int:

@@ -11,9 +11,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nbdiff.config import options
 from nbdiff.errors import BackendError, InputError, node_error
 from nbdiff.graph.basic import Variable, as_variable
 from nbdiff.graph.fgraph import Graph, check_function_inputs
+from nbdiff.rewrite.fusion import kernels_of
+from nbdiff.rewrite.pipeline import run_pipeline, select_passes
 from nbdiff.runtime.interpreter import Plan
 
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
@@ -22,7 +25,14 @@ BACKENDS = ("auto", "numpy", "cpu", "cuda")
 class Function:
     """A compiled-on-demand function of graph inputs; call it with arrays, get arrays back."""
 
-    def __init__(self, inputs: Sequence[Variable], outputs: Any, backend: str = "auto", name: str | None = None):
+    def __init__(
+        self,
+        inputs: Sequence[Variable],
+        outputs: Any,
+        backend: str = "auto",
+        name: str | None = None,
+        rewrites: bool | Sequence[str] = True,
+    ):
         if backend not in BACKENDS:
             raise BackendError(f"function: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend in ("cpu", "cuda"):
@@ -37,13 +47,13 @@ class Function:
         output_list = [outputs] if self._single else list(outputs)
         self.outputs = [as_variable(o) for o in output_list]
         self.name = name
-        self.graph = Graph(self.inputs, self.outputs)
-        self._plan = Plan(self.graph)
+        self.graph_as_written = Graph(self.inputs, self.outputs)
+        self.graph, self.history = run_pipeline(self.graph_as_written, select_passes(rewrites))
+        self.kernels = kernels_of(self.graph)
+        self._plan = Plan(self.graph, check_types=options().debug)
         self.requested_backend = backend
         self.status = "interpreting"
         self.backend = "numpy"
-        self.kernels: list[Any] = []
-        self.history: list[Any] = []
 
     # -- calling -------------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -124,10 +134,17 @@ def _argument_error(label: str, var: Variable, detail: str) -> InputError:
     return node_error(InputError, label, detail + declared)  # type: ignore[return-value]
 
 
-def function(inputs: Sequence[Variable], outputs: Any, backend: str = "auto", name: str | None = None) -> Function:
+def function(
+    inputs: Sequence[Variable],
+    outputs: Any,
+    backend: str = "auto",
+    name: str | None = None,
+    rewrites: bool | Sequence[str] = True,
+) -> Function:
     """Build a callable for ``outputs`` (a variable, or a list giving a list) as functions of ``inputs``.
 
     Returns at once: the NumPy interpreter answers the first call. ``backend`` is "auto" (default), "numpy",
-    "cpu" or "cuda".
+    "cpu" or "cuda". ``rewrites`` is True (the default pipeline: merge, fold, stability, simplify, fusion), False
+    (run the graph as written) or a list of pass names; ``f.history`` records what each pass did.
     """
-    return Function(inputs, outputs, backend=backend, name=name)
+    return Function(inputs, outputs, backend=backend, name=name, rewrites=rewrites)

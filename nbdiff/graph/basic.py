@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from nbdiff.errors import DTypeError, GraphError, node_error
-from nbdiff.graph.provenance import Origin, Provenance, current_origin
+from nbdiff.graph.provenance import Origin, Provenance, current_origin, inherited_origins
 from nbdiff.graph.types import TensorType, as_dtype, is_float
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -225,11 +225,11 @@ class Apply:
 
     __slots__ = ("op", "inputs", "outputs", "provenance", "__weakref__")
 
-    def __init__(self, op: Op, inputs: tuple[Variable, ...], output_types: Sequence[TensorType], origin: Origin):
+    def __init__(self, op: Op, inputs: tuple[Variable, ...], output_types: Sequence[TensorType], origins: list[Origin]):
         self.op = op
         self.inputs = inputs
         self.outputs = tuple(Variable(t, self, i) for i, t in enumerate(output_types))
-        self.provenance = Provenance([origin])
+        self.provenance = Provenance(origins)
 
     @property
     def out(self) -> Variable:
@@ -254,13 +254,15 @@ def apply(op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType]
     """
     inputs = tuple(inputs)
     key = (op, tuple(id(v) for v in inputs))
-    origin = current_origin()
+    inherited = inherited_origins()
     with _CACHE_LOCK:
         node = _NODE_CACHE.get(key)
         if node is not None:
-            node.provenance.add(origin)
+            if inherited is None:  # a rewrite that lands on an existing node leaves its history alone
+                node.provenance.add(current_origin())
             return node
-        node = Apply(op, inputs, output_types, origin)
+        origins = list(inherited) if inherited is not None else [current_origin()]
+        node = Apply(op, inputs, output_types, origins)
         _NODE_CACHE[key] = node
     return node
 

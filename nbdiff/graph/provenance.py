@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _state = threading.local()
@@ -121,6 +121,29 @@ def current_transforms() -> tuple[str, ...]:
 
 def current_origin() -> Origin:
     return Origin(current_site(), current_transforms())
+
+
+def inherited_origins() -> tuple[Origin, ...] | None:
+    """The origins a rewrite hands to the nodes it creates (see ``inherit``), or None outside a rewrite."""
+    return getattr(_state, "inherited", None)
+
+
+@contextlib.contextmanager
+def inherit(provenances: Sequence[Provenance], note: str) -> Iterator[None]:
+    """Give every node built inside the block the origins of ``provenances`` (the nodes a rewrite replaces),
+    each tagged with ``note`` (e.g. ``"rewrite log1p"``), instead of the rewriting code's own location."""
+    origins: list[Origin] = []
+    for provenance in provenances:
+        for origin in provenance.origins:
+            tagged = Origin(origin.site, origin.transforms + (note,))
+            if tagged not in origins:
+                origins.append(tagged)
+    previous = inherited_origins()
+    _state.inherited = tuple(origins) if origins else previous
+    try:
+        yield
+    finally:
+        _state.inherited = previous
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import numpy as np
 
 from nbdiff.errors import DTypeError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable
+from nbdiff.graph.dims import broadcast_dims
 from nbdiff.graph.types import TensorType, as_dtype, broadcast_shapes, is_float
 
 
@@ -45,6 +46,9 @@ class SumToLike(Op):
             raise ValueError(f"cannot sum shape {g.shape} to shape {like.shape}")
         return (np.asarray(result),)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        return [input_dims[1]]
+
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (gz,) = output_grads
         g, _ = node.inputs
@@ -66,6 +70,9 @@ class BroadcastLike(Op):
             return (a,)
         shape = np.broadcast_shapes(a.shape, like.shape)
         return (np.broadcast_to(a, shape),)
+
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        return [broadcast_dims(input_dims)]
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (gz,) = output_grads
@@ -93,6 +100,9 @@ class FillLike(Op):
 
     def perform(self, like: np.ndarray) -> tuple[np.ndarray]:
         return (np.full(like.shape, self.value, dtype=self.dtype or like.dtype),)
+
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        return [input_dims[0]]
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         return [None]

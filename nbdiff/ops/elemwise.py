@@ -17,6 +17,7 @@ import numpy as np
 
 from nbdiff.errors import DTypeError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
+from nbdiff.graph.dims import broadcast_dims
 from nbdiff.graph.types import (
     SUPPORTED_DTYPES,
     TensorType,
@@ -66,6 +67,10 @@ class Elemwise(Op):
 
     def perform(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         return (np.asarray(type(self).numpy_fn(*arrays)),)
+
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """Elementwise ops broadcast their inputs' symbolic shapes."""
+        return [broadcast_dims(input_dims)]
 
     def partials(self, node: Apply, wanted: Sequence[bool]) -> list[Variable | None]:
         """Local derivatives d(output)/d(input i) as graph variables, for each input with ``wanted[i]`` set."""

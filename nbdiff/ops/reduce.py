@@ -70,6 +70,10 @@ class Reduce(Op):
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.asarray(type(self).numpy_reduce(x, axis=self.axes, keepdims=self.keepdims)),)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """Reduced axes disappear (or become 1 with keepdims); the others keep their symbols."""
+        return [reduced_shape(input_dims[0], self.axes, self.keepdims)]
+
     def restore(self, g: Variable) -> Variable:
         """``g`` (shaped like the output) with the reduced axes back as length-1 dimensions."""
         return restore_axes(g, self.axes, self.keepdims)

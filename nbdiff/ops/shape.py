@@ -283,6 +283,12 @@ class ExpandDims(Op):
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.expand_dims(x, self.axes),)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        dims = list(input_dims[0])
+        for axis in self.axes:
+            dims.insert(axis, 1)
+        return [tuple(dims)]
+
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads
         return [None if g is None else Squeeze(self.axes)(g)]

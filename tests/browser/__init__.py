@@ -1,0 +1,1 @@
+"""Real-browser tests: JupyterLab served on loopback, driven by Playwright in Debian's Chromium."""

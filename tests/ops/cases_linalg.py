@@ -6,16 +6,10 @@ import numpy as np
 
 import nbdiff as nd
 from nbdiff.errors import DTypeError, ShapeError
-from tests.ops.table import BadInput, OpCase
+from tests.ops.table import BadInput, OpCase, call_on_unknown_shapes
 
 _LEFT = np.linspace(-1.0, 1.0, 6).reshape(2, 3)  # a NumPy array on the left of ``@``
 _INT_RIGHT = np.arange(12, dtype="int64").reshape(4, 3) - 5  # an integer operand (no gradient of its own)
-
-
-def _call(build, *arrays):
-    """Build ``build`` on variables shaped like ``arrays`` (unknown dims) and call it: for run-time errors."""
-    variables = [nd.tensor(f"in{i}", ndim=np.ndim(a)) for i, a in enumerate(arrays)]
-    return nd.function(variables, build(*variables))(*arrays)
 
 
 _MATMUL_BAD = [
@@ -47,13 +41,13 @@ _MATMUL_BAD = [
     ),
     BadInput(
         "inner dimensions differ at run time",
-        lambda: _call(nd.matmul, np.ones((2, 3)), np.ones((4, 2))),
+        lambda: call_on_unknown_shapes(nd.matmul, np.ones((2, 3)), np.ones((4, 2))),
         ShapeError,
         "matmul: failed at run time",
     ),
     BadInput(
         "run-time mismatch names the shapes",
-        lambda: _call(nd.matmul, np.ones((2, 3)), np.ones((4,))),
+        lambda: call_on_unknown_shapes(nd.matmul, np.ones((2, 3)), np.ones((4,))),
         ShapeError,
         "float64[2, 3], float64[4]",
     ),
@@ -68,7 +62,10 @@ _DOT_BAD = [
     ),
     BadInput("N-D with a matrix", lambda: nd.dot(nd.tensor("a", ndim=3), nd.matrix("b")), ShapeError, "not supported"),
     BadInput(
-        "run-time mismatch", lambda: _call(nd.dot, np.ones((2, 3)), np.ones((2, 3))), ShapeError, "failed at run time"
+        "run-time mismatch",
+        lambda: call_on_unknown_shapes(nd.dot, np.ones((2, 3)), np.ones((2, 3))),
+        ShapeError,
+        "failed at run time",
     ),
 ]
 

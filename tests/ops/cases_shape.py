@@ -7,14 +7,7 @@ import numpy as np
 
 import nbdiff as nd
 from nbdiff.errors import AxisError, DTypeError, GraphError, ShapeError
-from tests.ops.table import BadInput, OpCase, int_domain
-
-
-def _call(build, *arrays):
-    """Build a graph on unknown-shape inputs for ``arrays`` and run it (for errors found only at run time)."""
-    variables = [nd.tensor(f"in{i}", ndim=np.ndim(a)) for i, a in enumerate(arrays)]
-    return nd.function(variables, build(*variables))(*arrays)
-
+from tests.ops.table import BadInput, OpCase, call_on_unknown_shapes, int_domain
 
 RESHAPE = [
     OpCase(
@@ -43,13 +36,13 @@ RESHAPE = [
             BadInput("-1 next to 0", lambda: nd.reshape(nd.vector("a"), (0, -1)), ShapeError, "-1"),
             BadInput(
                 "run-time mismatch",
-                lambda: _call(lambda a: nd.reshape(a, (-1, 2)), np.ones(3)),
+                lambda: call_on_unknown_shapes(lambda a: nd.reshape(a, (-1, 2)), np.ones(3)),
                 ShapeError,
                 "cannot reshape an array of shape (3,) into shape (-1, 2)",
             ),
             BadInput(
                 "run-time mismatch, static target",
-                lambda: _call(lambda a: nd.reshape(a, (2, 2)), np.ones(6)),
+                lambda: call_on_unknown_shapes(lambda a: nd.reshape(a, (2, 2)), np.ones(6)),
                 ShapeError,
                 "(2, 2)",
             ),
@@ -150,7 +143,7 @@ SQUEEZE = [
             BadInput("scalar", lambda: nd.squeeze(nd.scalar("a"), 0), AxisError, "out of bounds"),
             BadInput(
                 "run-time length is not 1",
-                lambda: _call(lambda a: nd.squeeze(a, 0), np.ones((2, 3))),
+                lambda: call_on_unknown_shapes(lambda a: nd.squeeze(a, 0), np.ones((2, 3))),
                 ShapeError,
                 "(2, 3)",
             ),
@@ -177,7 +170,7 @@ BROADCAST_TO = [
             BadInput("unknown entry", lambda: nd.broadcast_to(nd.vector("a"), (None,)), ShapeError, "ints"),
             BadInput(
                 "run-time mismatch",
-                lambda: _call(lambda a: nd.broadcast_to(a, (2, 3)), np.ones(2)),
+                lambda: call_on_unknown_shapes(lambda a: nd.broadcast_to(a, (2, 3)), np.ones(2)),
                 ShapeError,
                 "cannot broadcast an array of shape (2,) to shape (2, 3)",
             ),
@@ -241,7 +234,7 @@ CONCATENATE = [
             ),
             BadInput(
                 "run-time mismatch",
-                lambda: _call(lambda a, b: nd.concatenate([a, b]), np.ones((2, 3)), np.ones((2, 4))),
+                lambda: call_on_unknown_shapes(lambda a, b: nd.concatenate([a, b]), np.ones((2, 3)), np.ones((2, 4))),
                 ShapeError,
                 "array 1 has shape (2, 4)",
             ),
@@ -325,7 +318,7 @@ STACK = [
             BadInput("not a list", lambda: nd.stack(3.0), GraphError, "list"),
             BadInput(
                 "run-time mismatch",
-                lambda: _call(lambda a, b: nd.stack([a, b]), np.ones(2), np.ones(3)),
+                lambda: call_on_unknown_shapes(lambda a, b: nd.stack([a, b]), np.ones(2), np.ones(3)),
                 ShapeError,
                 "array 1 has shape (3,)",
             ),

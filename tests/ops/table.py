@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+import nbdiff as nd
+
 # Input domains: how to draw a valid input for a row (domain-aware, as in JAX's lax tests).
 DOMAINS: dict[str, Callable[[np.random.Generator, tuple], np.ndarray]] = {
     "real": lambda rng, shape: rng.uniform(-2.0, 2.0, shape),
@@ -79,6 +81,12 @@ class OpCase:
                 value = value.astype(dtype)
             result.append(value)
         return result
+
+
+def call_on_unknown_shapes(build: Callable, *arrays: np.ndarray) -> object:
+    """Build ``build`` on inputs of unknown shape (one per array) and call it: for errors found only at run time."""
+    variables = [nd.tensor(f"in{i}", ndim=np.ndim(a)) for i, a in enumerate(arrays)]
+    return nd.function(variables, build(*variables))(*arrays)
 
 
 def all_cases() -> list[OpCase]:

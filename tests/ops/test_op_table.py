@@ -94,7 +94,8 @@ def test_bad_input(case, bad):
     message = str(info.value)
     assert isinstance(info.value, nd.NbdiffError), f"{type(info.value)} is not an nbdiff error"
     assert bad.match in message
-    assert "cases_" in message, f"the message does not name the user's line:\n{message}"
+    # the user's line is in the cases module, or in table.py's call_on_unknown_shapes for run-time errors
+    assert "cases_" in message or "table.py:" in message, f"the message does not name the user's line:\n{message}"
 
 
 def test_every_registered_op_is_exercised_by_the_table():

@@ -17,42 +17,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
-import statistics
 import time
 import tracemalloc
 from typing import Callable
 
 import numpy as np
+from common import interleaved, machine_info
 
 import nbdiff as nd
-
-
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs, after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def interleaved(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Medians of ``a`` and ``b`` timed alternately, so machine noise hits both alike."""
-    for fn in (a, b, a, b):
-        fn()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for fn, bucket in ((a, ta), (b, tb)):
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
 
 
 # -- W1 -------------------------------------------------------------------------------------------------------------
@@ -165,7 +137,8 @@ def mlp_numpy(X, labels, W1, b1, W2, b2):
     return loss, gW1, gb1, gW2, gb2
 
 
-def mlp_graph():
+def mlp_outputs() -> tuple[list, list]:
+    """Inputs (X, labels, W1, b1, W2, b2) and outputs (loss and the four gradients) of the MLP step."""
     X = nd.matrix("X", dtype="float32")
     labels = nd.vector("labels", dtype="int64")
     W1 = nd.matrix("W1", dtype="float32")
@@ -177,13 +150,17 @@ def mlp_graph():
     picked = nd.take_along_axis(log_probs, nd.expand_dims(labels, 1), axis=1)
     loss = -nd.mean(picked)
     grads = nd.grad(loss, [W1, b1, W2, b2])
-    return nd.function([X, labels, W1, b1, W2, b2], [loss, *grads])
+    return [X, labels, W1, b1, W2, b2], [loss, *grads]
 
 
-def bench_mlp(repeats: int) -> dict:
-    rng = np.random.default_rng(2)
-    batch, n_in, n_hidden, n_out = 256, 784, 256, 10
-    args = (
+def mlp_graph():
+    """The MLP step as an ``nd.function`` (default rewrites)."""
+    return nd.function(*mlp_outputs())
+
+
+def mlp_args(rng: np.random.Generator, batch: int, n_in: int, n_hidden: int, n_out: int) -> tuple:
+    """Random float32 data, int64 labels and small initial weights for the MLP step."""
+    return (
         rng.standard_normal((batch, n_in)).astype("float32"),
         rng.integers(0, n_out, batch),
         (rng.standard_normal((n_in, n_hidden)) * 0.05).astype("float32"),
@@ -191,6 +168,10 @@ def bench_mlp(repeats: int) -> dict:
         (rng.standard_normal((n_hidden, n_out)) * 0.05).astype("float32"),
         np.zeros(n_out, "float32"),
     )
+
+
+def bench_mlp(repeats: int) -> dict:
+    args = mlp_args(np.random.default_rng(2), 256, 784, 256, 10)
     f = mlp_graph()
     got = f(*args)
     expected = mlp_numpy(*args)
@@ -230,7 +211,7 @@ def main() -> None:
     repeats = 5 if args.quick else 21
     n = 1_000_000
     results = {
-        "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": __import__("os").cpu_count()},
+        "machine": machine_info(),
         "W1 value+grad n=1e6": bench_w1(n, repeats),
         "MLP float32 step": bench_mlp(repeats),
         "HVP of W1 n=1e6": bench_hvp(n, repeats),

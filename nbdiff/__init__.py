@@ -17,6 +17,28 @@ from nbdiff.variables import matrix, scalar, tensor, vector
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext nbdiff`` (or ``c.InteractiveShellApp.extensions = ["nbdiff"]``): register the ``%%graph`` magic.
+
+    IPython is imported here, when the extension is loaded, so ``import nbdiff`` stays light.
+    """
+    from nbdiff.magics import load_ipython_extension as register_magics
+
+    register_magics(ipython)
+
+
+def __getattr__(name: str):
+    """The widgets (``nd.draw``, ``nd.status_panel``, ``nd.rewrite_stepper``, ``nd.plot``) load on first use (PEP 562),
+    so ``import nbdiff`` imports neither ipywidgets nor matplotlib."""
+    import importlib
+
+    module = importlib.import_module("nbdiff.widgets")._LAZY.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'nbdiff' has no attribute {name!r}")
+
+
 __all__ = [
     "Constant",
     "Function",

@@ -7,7 +7,7 @@ answers every call, ``status`` is ``"interpreting"`` and ``backend`` is ``"numpy
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from nbdiff.graph.basic import Variable, as_variable
 from nbdiff.graph.fgraph import Graph, check_function_inputs
 from nbdiff.rewrite.fusion import kernels_of
 from nbdiff.rewrite.pipeline import run_pipeline, select_passes
+from nbdiff.runtime.events import EventLog, KernelEvent
 from nbdiff.runtime.interpreter import Plan
 
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
@@ -54,6 +55,7 @@ class Function:
         self.requested_backend = backend
         self.status = "interpreting"
         self.backend = "numpy"
+        self._event_log = EventLog()  # compile events from the backend (nbdiff/runtime/events.py)
 
     # -- calling -------------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -90,6 +92,19 @@ class Function:
         return f"function {self.name}" if self.name else "function"
 
     # -- status --------------------------------------------------------------------------------------------------
+    @property
+    def events(self) -> list[KernelEvent]:
+        """The compile events so far (queued, compiling, cached, ready, failed per kernel), oldest first."""
+        return self._event_log.events
+
+    def subscribe(self, callback: Callable[[KernelEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` on each later compile event (maybe from a worker thread); returns unsubscribe."""
+        return self._event_log.subscribe(callback)
+
+    def _emit(self, event: KernelEvent) -> None:
+        """Record a compile event and notify subscribers; backends call this (after updating ``status``)."""
+        self._event_log.emit(event)
+
     def wait(self, timeout: float | None = None) -> str:
         """Block until compilation has finished (or failed) and return the final status."""
         return self.status

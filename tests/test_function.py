@@ -25,7 +25,8 @@ def test_status_backend_wait_before_any_compiler():
     assert f.backend == "numpy"
     assert f.wait() == f.status
     assert f.wait(timeout=0.1) == "interpreting"
-    assert f.kernels == [] and f.history == []
+    assert [record.name for record in f.history][:2] == ["merge", "fold"]
+    assert all(isinstance(record.seconds, float) for record in f.history)
     f(np.zeros(3))
     assert f.backend == "numpy"
 
@@ -34,9 +35,10 @@ def test_graph_is_the_graph_that_runs():
     x = nd.vector("x")
     y = nd.sum(nd.tanh(x))
     f = nd.function([x], [y, nd.grad(y, x)])
-    assert f.graph.inputs == [x]
-    assert f.graph.outputs[0] is y
-    assert {node.op.name for node in f.graph.nodes} >= {"tanh", "sum"}
+    assert f.graph.inputs == [x] and f.graph_as_written.inputs == [x]
+    assert f.graph_as_written.outputs[0] is y
+    assert {node.op.name for node in f.graph_as_written.nodes} >= {"tanh", "sum"}
+    assert len(f.graph.nodes) <= len(f.graph_as_written.nodes)
 
 
 def test_keyword_arguments_by_input_name():
@@ -81,6 +83,17 @@ def test_numpy_backend_is_the_interpreter():
     f = nd.function([x], nd.exp(x), backend="numpy")
     np.testing.assert_allclose(f(np.zeros(2)), np.ones(2))
     assert f.backend == "numpy"
+
+
+def test_rewrites_can_be_turned_off_or_chosen():
+    x = nd.vector("x")
+    y = nd.log(1 + nd.exp(x))
+    written = nd.function([x], y, rewrites=False)
+    assert written.history == [] and written.graph.nodes == written.graph_as_written.nodes
+    chosen = nd.function([x], y, rewrites=["stability"])
+    assert [record.name for record in chosen.history] == ["stability"]
+    with pytest.raises(nd.NbdiffError, match="unknown rewrite pass"):
+        nd.function([x], y, rewrites=["no-such-pass"])
 
 
 def test_repr_names_inputs_outputs_and_status():

@@ -213,7 +213,11 @@ class Constant(Variable):
         if self.name:
             return self.name
         if self.data.size == 1:
-            return np.array2string(self.data.reshape(()), precision=6)
+            value = self.data.reshape(()).item()
+            if not isinstance(value, float):
+                return str(value)
+            text = f"{value:.6g}"
+            return text if any(c in text for c in ".ein") else text + ".0"
         return f"constant{self.type}"
 
     def __repr__(self) -> str:
@@ -250,11 +254,16 @@ def apply(op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType]
     """Return the node for ``op(*inputs)``, reusing the existing one if this op was applied to these inputs before.
 
     The cache key uses the inputs' identities; the node holds its inputs, so an id cannot be reused while the
-    node is alive. A reused node records the new construction site in its provenance.
+    node is alive. A reused node records the new construction site in its provenance. Nodes whose inputs are all
+    constants are not shared (see below).
     """
     inputs = tuple(inputs)
-    key = (op, tuple(id(v) for v in inputs))
     inherited = inherited_origins()
+    if all(isinstance(v, Constant) for v in inputs):
+        # A node of constants only would be shared by every graph in the process, its provenance naming whichever
+        # line built it first; each construction gets its own node instead (the merge pass unites equal ones).
+        return Apply(op, inputs, output_types, list(inherited) if inherited is not None else [current_origin()])
+    key = (op, tuple(id(v) for v in inputs))
     with _CACHE_LOCK:
         node = _NODE_CACHE.get(key)
         if node is not None:

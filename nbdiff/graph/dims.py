@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Iterable, Sequence, Union
 
 _fresh = itertools.count()
 
@@ -38,8 +38,35 @@ def broadcast_dims(shapes: Sequence[tuple[Size, ...]]) -> tuple[Size, ...]:
             result.append(next(iter(sizes)))
         else:
             known = [d for d in sizes if isinstance(d, int)]
-            result.append(known[0] if len(known) == 1 else fresh_dim())
+            if len(known) == 1:
+                result.append(known[0])
+            elif not known:
+                result.append(joined_dim(sizes))  # type: ignore[arg-type]
+            else:
+                result.append(fresh_dim())
     return tuple(result)
+
+
+@dataclass(frozen=True)
+class JoinedDim(Dim):
+    """Several unknown sizes broadcast together (each is 1 or the result): equal sets of symbols, equal sizes.
+
+    Unlike plain symbols, joined ones compare by value, so ``broadcast(broadcast(a, b), a)`` is ``broadcast(a, b)``
+    wherever it is computed (e.g. a Hessian-vector product mixing x's and v's unknown lengths).
+    """
+
+    atoms: frozenset = frozenset()
+
+
+def joined_dim(symbols: Iterable[Dim]) -> Dim:
+    """The symbol for ``symbols`` broadcast together (nested joins flattened; one symbol is itself)."""
+    atoms: set[Dim] = set()
+    for symbol in symbols:
+        atoms.update(symbol.atoms if isinstance(symbol, JoinedDim) else (symbol,))
+    if len(atoms) == 1:
+        return next(iter(atoms))
+    label = "max(" + ", ".join(sorted(a.label for a in atoms)) + ")"
+    return JoinedDim(label, frozenset(atoms))
 
 
 def fresh_dim() -> Dim:

@@ -125,6 +125,7 @@ class _Line:
     where: str
     label: str = ""
     keyword: str = ""  # "input" for input lines
+    details: list[str] = field(default_factory=list)  # indented lines below it (a fused kernel's members)
 
 
 @dataclass
@@ -138,6 +139,7 @@ class _Printer:
     inline: dict[int, str] = field(default_factory=dict)  # id(node) -> its expression text, when inlined
     depth: dict[int, int] = field(default_factory=dict)  # id(node) -> nesting depth of its expression
     users: dict[int, Apply] = field(default_factory=dict)  # id(variable) -> its first user
+    kernels: dict[int, str] = field(default_factory=dict)  # id(fused node) -> "k0", "k1", ... by position
 
     def render(self) -> str:
         self._name_inputs()
@@ -218,11 +220,14 @@ class _Printer:
     def _expression(self, node: Apply) -> tuple[str, int]:
         args = ", ".join(self._ref(v) for v in node.inputs)
         depth = 1 + max((self.depth.get(id(v.owner), 0) for v in node.inputs if v.owner is not None), default=0)
+        if _is_fused(node):
+            name = self.kernels.setdefault(id(node), f"k{len(self.kernels)}")
+            return f"fused {name}{{{node.op.summary()}}}({args})", depth
         return f"{node.op.describe()}({args})", depth
 
     def _inlinable(self, node: Apply, expr: str, depth: int, uses: dict[int, int]) -> bool:
         """A single-use, single-output node whose user shows the same type, line and label, kept shallow."""
-        if len(node.outputs) != 1 or uses.get(id(node.out), 0) != 1:
+        if len(node.outputs) != 1 or uses.get(id(node.out), 0) != 1 or _is_fused(node):
             return False
         if depth >= MAX_INLINE_DEPTH or len(expr) > MAX_INLINE_CHARS:
             return False
@@ -238,7 +243,41 @@ class _Printer:
 
     def _node_line(self, node: Apply, lhs: str, expr: str) -> _Line:
         types = ", ".join(str(out.type) for out in node.outputs)
+        if _is_fused(node):
+            members = node.op.members()
+            gradient = sum(_is_derivative(p.transforms) for _, p in members if p is not None)
+            label = f"fused: {len(members)} members, {gradient} gradient"
+            return _Line(lhs, expr, types, _where(node), label, details=self._kernel_listing(node))
         return _Line(lhs, expr, types, _where(node), _label(node))
+
+    def _kernel_listing(self, node: Apply) -> list[str]:
+        """A fused kernel's program, one member per line with its user line: ``t3 = exp(t2)  @ f.py:4``, then
+        what each output of the node is (``%5 = sum{...}(t9)``)."""
+        op = node.op
+        refs = [self._ref(v) for v in node.inputs] + [f"t{k}" for k in range(len(op.program))]
+        members = op.members()
+        rows: list[tuple[str, Any]] = []
+        for k, instruction in enumerate(op.program):
+            args = ", ".join(refs[r] for r in instruction.args)
+            rows.append((f"t{k} = {instruction.op.describe()}({args})", members[k][1]))
+        extra = len(op.program)
+        for out, ref, reduction in zip(node.outputs, op.results, op.reductions):
+            if reduction is None:
+                rows.append((f"{self._ref(out)} = {refs[ref]}", None))
+            else:
+                rows.append((f"{self._ref(out)} = {reduction.describe()}({refs[ref]})", members[extra][1]))
+                extra += 1
+        width = min(max(len(text) for text, _ in rows), EXPR_COLUMN)
+        lines = []
+        for text, provenance in rows:
+            line = f"    {text.ljust(width)}"
+            if provenance is not None:
+                site = provenance.site
+                line += f"  @ {site.label}" if site is not None else ""
+                label = gradient_label(provenance.transforms)
+                line += f"  [{label}]" if label else ""
+            lines.append(line.rstrip())
+        return lines
 
 
 def _where(node: Apply) -> str:
@@ -248,6 +287,17 @@ def _where(node: Apply) -> str:
 
 def _label(node: Apply) -> str:
     return gradient_label(node.provenance.transforms)
+
+
+def _is_fused(node: Apply) -> bool:
+    from nbdiff.ops.fused import FusedElemwise
+
+    return isinstance(node.op, FusedElemwise)
+
+
+def _is_derivative(transforms: tuple[str, ...]) -> bool:
+    """Whether a node was built by a derivative (a pullback, a pushforward, or the gradient walker itself)."""
+    return any(t in WALKER_TRANSFORMS or t.startswith(("pullback of ", "pushforward of ")) for t in transforms)
 
 
 def _layout(lines: list[_Line]) -> str:
@@ -263,4 +313,5 @@ def _layout(lines: list[_Line]) -> str:
         if line.label:
             text += f"  [{line.label}]"
         rendered.append(text.rstrip())
+        rendered.extend(line.details)
     return "\n".join(rendered)

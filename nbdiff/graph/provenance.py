@@ -125,25 +125,43 @@ def current_origin() -> Origin:
 
 def inherited_origins() -> tuple[Origin, ...] | None:
     """The origins a rewrite hands to the nodes it creates (see ``inherit``), or None outside a rewrite."""
-    return getattr(_state, "inherited", None)
+    pending = getattr(_state, "inherited", None)
+    return None if pending is None else pending.origins()
 
 
-@contextlib.contextmanager
-def inherit(provenances: Sequence[Provenance], note: str) -> Iterator[None]:
+class inherit:
     """Give every node built inside the block the origins of ``provenances`` (the nodes a rewrite replaces),
-    each tagged with ``note`` (e.g. ``"rewrite log1p"``), instead of the rewriting code's own location."""
-    origins: list[Origin] = []
-    for provenance in provenances:
-        for origin in provenance.origins:
-            tagged = Origin(origin.site, origin.transforms + (note,))
-            if tagged not in origins:
-                origins.append(tagged)
-    previous = inherited_origins()
-    _state.inherited = tuple(origins) if origins else previous
-    try:
-        yield
-    finally:
-        _state.inherited = previous
+    each tagged with ``note`` when given (e.g. ``"rewrite log1p"``), instead of the rewriting code's own location.
+
+    A plain class rather than a generator context manager, and the tagged origins are only computed when a node is
+    actually built: rewrites try many rules on every node and most of them build nothing.
+    """
+
+    __slots__ = ("provenances", "note", "previous", "_origins")
+
+    def __init__(self, provenances: Sequence[Provenance], note: str | None = None):
+        self.provenances = provenances
+        self.note = note
+        self._origins: tuple[Origin, ...] | None = None
+
+    def origins(self) -> tuple[Origin, ...]:
+        if self._origins is None:
+            tagged: list[Origin] = []
+            for provenance in self.provenances:
+                for origin in provenance.origins:
+                    origin = Origin(origin.site, origin.transforms + (self.note,)) if self.note else origin
+                    if origin not in tagged:
+                        tagged.append(origin)
+            self._origins = tuple(tagged)
+        return self._origins
+
+    def __enter__(self) -> inherit:
+        self.previous = getattr(_state, "inherited", None)
+        _state.inherited = self
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _state.inherited = self.previous
 
 
 @contextlib.contextmanager

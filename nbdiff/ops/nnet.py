@@ -51,6 +51,10 @@ class LogSumExp(Op):
             out = out.reshape(reduced_shape(x.shape, self.axes, False))
         return (np.asarray(out),)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """Like a reduction: the reduced axes disappear (or become 1 with keepdims)."""
+        return [reduced_shape(input_dims[0], self.axes, self.keepdims)]
+
     def softmax(self, node: Apply) -> Variable:
         """The derivative of logsumexp, ``softmax(x)`` over the same axes.
 
@@ -86,6 +90,10 @@ class Softmax(Op):
         e = np.exp(shifted)
         return (e / np.sum(e, axis=self.axes, keepdims=True),)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """The input's shape."""
+        return [input_dims[0]]
+
     def jvp(self, node: Apply, v: Variable) -> Variable:
         """``s * v - s * sum(s * v)``: the softmax Jacobian (symmetric) applied to ``v``."""
         s = node.outputs[0]
@@ -118,6 +126,10 @@ class LogSoftmax(Op):
         shifted, _ = _shifted(x, self.axes)
         with np.errstate(divide="ignore"):
             return (shifted - np.log(np.sum(np.exp(shifted), axis=self.axes, keepdims=True)),)
+
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """The input's shape."""
+        return [input_dims[0]]
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads

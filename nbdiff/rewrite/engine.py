@@ -61,7 +61,7 @@ def rebuild(node: Apply, inputs: Sequence[Variable]) -> Apply:
     """``node``'s op applied to new inputs (the same node when nothing changed), keeping its provenance."""
     if all(a is b for a, b in zip(inputs, node.inputs)):
         return node
-    with inherit([node.provenance], "rebuilt"):
+    with inherit([node.provenance]):
         return apply(node.op, inputs, node.op.infer(*inputs))
 
 
@@ -70,13 +70,17 @@ def apply_rules(graph: Graph, rules: Sequence[Rule]) -> RewriteResult:
     facts = ShapeFacts(graph.inputs)
     mapping: dict[int, Variable] = {}
     firings: list[RuleFiring] = []
+    by_type: dict[type, list[Rule]] = {}  # the rules that look at each op class, in rule order
     with paused_gc():
         for node in graph.nodes:
             inputs = [mapping.get(id(v), v) for v in node.inputs]
             current = rebuild(node, inputs)
             outputs = list(current.outputs)
             for _ in range(MAX_FIRINGS_PER_NODE):
-                fired = _first_match(current, rules, facts)
+                op_type = type(current.op)
+                if op_type not in by_type:
+                    by_type[op_type] = [r for r in rules if issubclass(op_type, r.kinds)]
+                fired = _first_match(current, by_type[op_type], facts)
                 if fired is None:
                     break
                 chosen, replacement = fired
@@ -104,8 +108,6 @@ def apply_rules(graph: Graph, rules: Sequence[Rule]) -> RewriteResult:
 
 def _first_match(node: Apply, rules: Sequence[Rule], facts: ShapeFacts) -> tuple[Rule, list[Variable]] | None:
     for candidate in rules:
-        if not isinstance(node.op, candidate.kinds):
-            continue
         with inherit([node.provenance], f"rewrite {candidate.name}"):
             result = candidate.function(node, facts)
         if result is None:

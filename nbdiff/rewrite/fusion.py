@@ -1,12 +1,395 @@
-"""Elementwise fusion (being written): ``kernels_of`` lists a graph's fused kernels for ``f.kernels``."""
+"""The fusion pass: maximal connected groups of elementwise nodes sharing one loop, with the sums they feed,
+become single ``FusedElemwise`` nodes; ``kernels_of`` lists a graph's kernels for ``f.kernels``.
+
+Grouping walks the graph once in execution order. A *candidate* is an elementwise node, or a shape-following node
+that is elementwise in effect (``broadcast_like``, a fill, a ``sum_to_like`` whose symbolic shapes prove it a
+no-op); its loop shape is its output's symbolic shape (``ShapeFacts``). A candidate joins the groups of the
+candidates it consumes that share its loop shape, and a ``Sum`` of a group's member joins that group as a
+trailing reduction (whose result nothing in the group may use). Merges that would make a group depend on itself
+through a node outside it are refused: every variable carries the set of groups it depends on (a bit mask), each
+group remembers what its outside producers depend on, and a merge must leave that disjoint from the group.
+
+The same code runs on gradient graphs as on forward ones, so a value and its gradient can share one kernel with
+several outputs: a member whose result is used outside its group (or is a graph output) becomes a kernel output.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
+from nbdiff.graph.basic import Apply, Variable
+from nbdiff.graph.dims import Size
 from nbdiff.graph.fgraph import Graph
+from nbdiff.graph.provenance import Provenance, inherit
+from nbdiff.graph.traversal import paused_gc
+from nbdiff.ops.broadcast import SumToLike
+from nbdiff.ops.elemwise import Elemwise
+from nbdiff.ops.fused import FusedElemwise, Instruction, member_kind
+from nbdiff.ops.reduce import Sum
+from nbdiff.rewrite.engine import RewriteResult, rebuild
+from nbdiff.rewrite.history import RuleFiring
+from nbdiff.rewrite.pipeline import Pass, register_pass
+from nbdiff.rewrite.shapes import ShapeFacts
+
+RULE = "fuse_elemwise"
+IDENTITY = "a connected elementwise group sharing one loop (+ the sums it feeds) -> one fused kernel"
+DERIVATIVE_PREFIXES = ("pullback of ", "pushforward of ")
+WALKER_TRANSFORMS = ("grad", "Lop", "Rop")
 
 
-def kernels_of(graph: Graph) -> list[Any]:
-    """The fused kernels of ``graph``, in execution order (none until the fusion pass exists)."""
-    return []
+# ---------------------------------------------------------------------------------------------------------------
+# Grouping
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Group:
+    """Nodes that will share one loop: ``mask`` holds the group's bits, ``outside`` maps each producer outside
+    the group that feeds a member to the groups that producer depends on."""
+
+    loop: tuple[Size, ...]
+    mask: int
+    members: list[Apply] = field(default_factory=list)
+    outside: dict[int, int] = field(default_factory=dict)  # id(producer node) -> its dependency mask
+    parent: _Group | None = None
+
+    def root(self) -> _Group:
+        group = self
+        while group.parent is not None:
+            group = group.parent
+        return group
+
+
+class _Grouper:
+    """One walk over the graph in execution order, assigning candidates and trailing sums to groups."""
+
+    def __init__(self, graph: Graph):
+        self.facts = ShapeFacts(graph.inputs)
+        self.group_of: dict[int, _Group] = {}  # id(node) -> the group it joined (follow .root())
+        self.reduction: set[int] = set()  # ids of Sum nodes that joined a group as trailing reductions
+        self.reach: dict[int, int] = {}  # id(variable) -> mask of the groups it depends on (itself included)
+        self.bits = 0
+        self.created: list[_Group] = []
+
+    def run(self, nodes: list[Apply]) -> list[_Group]:
+        """The final groups (merged ones left out), in the order their first member appears."""
+        for node in nodes:
+            above = 0
+            for var in node.inputs:
+                above |= self.reach.get(id(var), 0)
+            group = None
+            if self._is_candidate(node):
+                group = self._place(node)
+            else:
+                group = self._feeding_group(node)
+                if group is not None:
+                    group.members.append(node)
+                    self.group_of[id(node)] = group
+                    self.reduction.add(id(node))
+            own = group.root().mask if group is not None else 0
+            for out in node.outputs:
+                self.reach[id(out)] = above | own
+        return [g for g in self.created if g.parent is None]
+
+    def _is_candidate(self, node: Apply) -> bool:
+        """Elementwise in effect, with one output: can share a loop with its neighbours."""
+        kind = member_kind(node.op)
+        if kind is None or len(node.outputs) != 1:
+            return False
+        if isinstance(node.op, SumToLike):  # only when it provably sums nothing
+            g, like = node.inputs
+            return self.facts.same(g, like)
+        return True
+
+    def _feeding_group(self, node: Apply) -> _Group | None:
+        """For a ``Sum`` of a (non-reduction) group member: that member's group."""
+        if not isinstance(node.op, Sum) or len(node.inputs) != 1:
+            return None
+        producer = node.inputs[0].owner
+        if producer is None or id(producer) not in self.group_of or id(producer) in self.reduction:
+            return None
+        return self.group_of[id(producer)].root()
+
+    def _place(self, node: Apply) -> _Group:
+        """Start a group for ``node``, then merge in each neighbouring group that shares its loop, if acyclic."""
+        loop = self.facts.dims(node.outputs[0])
+        group = _Group(loop, 1 << self.bits, [node])
+        self.bits += 1
+        self.created.append(group)
+        self.group_of[id(node)] = group
+        for var in node.inputs:
+            if var.owner is not None and self.reach.get(id(var), 0):
+                group.outside[id(var.owner)] = self.reach[id(var)]
+        for var in node.inputs:
+            producer = var.owner
+            if producer is None or id(producer) not in self.group_of or id(producer) in self.reduction:
+                continue
+            other = self.group_of[id(producer)].root()
+            if other is not group and other.loop == loop:
+                group = self._merge(group, other)
+        return group
+
+    def _merge(self, a: _Group, b: _Group) -> _Group:
+        """``a`` and ``b`` as one group, or ``a`` unchanged when merging would create a cycle."""
+        mask = a.mask | b.mask
+        outside = {}
+        for table in (a.outside, b.outside):
+            for producer, depends in table.items():
+                owner = self.group_of.get(producer)
+                if owner is not None and owner.root() in (a, b) and producer not in self.reduction:
+                    continue  # now inside the merged group (a trailing sum's result never is: it ends the loop)
+                outside[producer] = depends
+        combined = 0
+        for depends in outside.values():
+            combined |= depends
+        if combined & mask:
+            return a  # a path leaves the merged group and comes back: fusing would make a cycle
+        big, small = (a, b) if len(a.members) >= len(b.members) else (b, a)
+        small.parent = big
+        big.members.extend(small.members)
+        big.mask = mask
+        big.outside = outside
+        return big
+
+
+def _worth_a_kernel(group: _Group) -> bool:
+    """At least one elementwise op, and more than one member (a lone elementwise node only with a sum)."""
+    has_elemwise = any(isinstance(node.op, Elemwise) for node in group.members)
+    return has_elemwise and len(group.members) >= 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building the kernels
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """One fused kernel to build: its members (execution order), outside inputs, and outputs."""
+
+    members: list[Apply]
+    inputs: list[Variable]  # variables from outside the group, in first-use order
+    instructions: list[Apply]  # members computed in the loop (not the trailing sums)
+    outputs: list[tuple[Variable, Apply | None]]  # (member result, the Sum node reducing it or None)
+
+    @property
+    def exported(self) -> list[Variable]:
+        """The original variables the kernel's outputs replace, in output order."""
+        return [var if reduction is None else reduction.outputs[0] for var, reduction in self.outputs]
+
+
+def _plan_group(
+    group: _Group, order: dict[int, int], users: dict[int, list[Apply]], graph_outputs: set[int], reduction: set[int]
+) -> _Plan:
+    """Sort the members, find the kernel's inputs and which member results leave the loop."""
+    members = sorted(group.members, key=lambda node: order[id(node)])
+    inside = {id(node) for node in members}
+    computed = {id(node.outputs[0]) for node in members}
+    inputs: list[Variable] = []
+    seen: set[int] = set()
+    instructions = [node for node in members if id(node) not in reduction]
+    for node in instructions:
+        for var in node.inputs:
+            if id(var) not in computed and id(var) not in seen:
+                seen.add(id(var))
+                inputs.append(var)
+    outputs: list[tuple[Variable, Apply | None]] = []
+    for node in members:
+        if id(node) in reduction:
+            outputs.append((node.inputs[0], node))
+            continue
+        out = node.outputs[0]
+        if id(out) in graph_outputs or any(id(user) not in inside for user in users.get(id(out), [])):
+            outputs.append((out, None))
+    return _Plan(members, inputs, instructions, outputs)
+
+
+def _fused_op(plan: _Plan, name: str) -> FusedElemwise:
+    """The ``FusedElemwise`` op for ``plan``, its references numbered over the kernel's (outside) inputs."""
+    refs = {id(var): position for position, var in enumerate(plan.inputs)}
+    program = []
+    for k, node in enumerate(plan.instructions):
+        program.append(Instruction(node.op, tuple(refs[id(v)] for v in node.inputs)))
+        refs[id(node.outputs[0])] = len(plan.inputs) + k
+    reductions = tuple(None if r is None else r.op for _, r in plan.outputs)
+    provenance: list[Provenance | None] = [node.provenance for node in plan.instructions]
+    provenance += [r.provenance for _, r in plan.outputs if r is not None]
+    return FusedElemwise(
+        input_kinds=tuple((v.dtype, v.ndim) for v in plan.inputs),
+        program=tuple(program),
+        results=tuple(refs[id(var)] for var, _ in plan.outputs),
+        reductions=reductions,  # type: ignore[arg-type]
+        member_provenance=tuple(provenance),
+        kernel_name=name,
+    )
+
+
+def _unit_order(graph: Graph, unit_of: dict[int, object], unit_inputs: dict[int, list[Variable]]) -> list[object]:
+    """Units (plain nodes, or plans standing for their fused node) in the order ``toposort`` will list the new
+    graph: a depth-first walk from the outputs, inputs in order. Naming kernels in this order makes "k0", "k1"
+    their positions in the rewritten graph."""
+    order: list[object] = []
+    done: set[int] = set()
+    for out in graph.outputs:
+        if out.owner is None:
+            continue
+        start = unit_of[id(out.owner)]
+        if id(start) in done:
+            continue
+        stack = [(start, 0)]
+        active = {id(start)}
+        while stack:
+            unit, position = stack[-1]
+            inputs = unit_inputs[id(unit)]
+            if position < len(inputs):
+                stack[-1] = (unit, position + 1)
+                owner = inputs[position].owner
+                if owner is None:
+                    continue
+                parent = unit_of[id(owner)]
+                if id(parent) in done or id(parent) in active:
+                    continue
+                stack.append((parent, 0))
+                active.add(id(parent))
+            else:
+                stack.pop()
+                active.discard(id(unit))
+                done.add(id(unit))
+                order.append(unit)
+    return order
+
+
+def fuse(graph: Graph) -> RewriteResult:
+    """Replace each worthwhile group of ``graph`` by one fused node; record one firing per kernel."""
+    with paused_gc():
+        grouper = _Grouper(graph)
+        groups = [g for g in grouper.run(graph.nodes) if _worth_a_kernel(g)]
+        if not groups:
+            return RewriteResult(graph)
+        order = {id(node): position for position, node in enumerate(graph.nodes)}
+        users: dict[int, list[Apply]] = {}
+        for node in graph.nodes:
+            for var in node.inputs:
+                users.setdefault(id(var), []).append(node)
+        graph_outputs = {id(v) for v in graph.outputs}
+        plans = [_plan_group(g, order, users, graph_outputs, grouper.reduction) for g in groups]
+        unit_of: dict[int, object] = {id(node): node for node in graph.nodes}
+        unit_inputs: dict[int, list[Variable]] = {id(node): list(node.inputs) for node in graph.nodes}
+        for plan in plans:
+            unit_inputs[id(plan)] = plan.inputs
+            for node in plan.members:
+                unit_of[id(node)] = plan
+        return _build(graph, _unit_order(graph, unit_of, unit_inputs))
+
+
+def _build(graph: Graph, units: list[object]) -> RewriteResult:
+    """Create the new nodes unit by unit (kernels named by position) and the rewritten graph."""
+    mapping: dict[int, Variable] = {}
+    firings: list[RuleFiring] = []
+    kernels = 0
+    for unit in units:
+        if isinstance(unit, Apply):
+            node = rebuild(unit, [mapping.get(id(v), v) for v in unit.inputs])
+            mapping.update((id(old), new) for old, new in zip(unit.outputs, node.outputs))
+            continue
+        assert isinstance(unit, _Plan)
+        name = f"k{kernels}"
+        kernels += 1
+        op = _fused_op(unit, name)
+        with inherit([_distinct_origins(unit.members)], f"fused into kernel {name}"):
+            fused = op.make_node(*[mapping.get(id(v), v) for v in unit.inputs])
+        mapping.update((id(old), new) for old, new in zip(unit.exported, fused.outputs))
+        firings.append(
+            RuleFiring(
+                RULE,
+                IDENTITY,
+                ", ".join(op.member_names()),
+                op.describe(),
+                unit.members[0].provenance.describe(),
+            )
+        )
+    outputs = [mapping.get(id(v), v) for v in graph.outputs]
+    return RewriteResult(Graph(graph.inputs, outputs), firings)
+
+
+def _distinct_origins(members: list[Apply]) -> Provenance:
+    """Every origin of the members, each once, in first-seen order (what the fused node's provenance holds)."""
+    origins: dict = {}
+    for node in members:
+        for origin in node.provenance.origins:
+            origins.setdefault(origin, None)
+    return Provenance(list(origins))
+
+
+register_pass(Pass("fusion", fuse, "elementwise groups and the sums they feed become fused kernels"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inspection: f.kernels
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Member:
+    """One member of a kernel: its op, the user's line, and the derivative transform that built it (if any)."""
+
+    op: str
+    line: str  # "file:line" (or "<unknown>")
+    gradient: bool
+    transform: str  # e.g. "pullback of mul at f.py:3"; "" for forward members
+    provenance: Provenance | None = field(default=None, repr=False, compare=False)  # every site, for widgets
+
+    def __repr__(self) -> str:
+        where = f"{self.op} @ {self.line}"
+        if self.gradient:
+            return f"{where} [{self.transform or 'gradient'}]"
+        return where
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A fused kernel of a graph: its name (position), node, members with provenance, inputs, outputs, hash."""
+
+    name: str
+    node: Apply
+    members: tuple[Member, ...]
+    inputs: tuple[Variable, ...]
+    outputs: tuple[Variable, ...]
+    structural_hash: str
+
+    @property
+    def op(self) -> FusedElemwise:
+        return self.node.op  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        gradient = sum(m.gradient for m in self.members)
+        ins = ", ".join(v.label() for v in self.inputs)
+        outs = ", ".join(str(v.type) for v in self.outputs)
+        return (
+            f"<Kernel {self.name} {self.structural_hash[:10]}: {len(self.members)} members ({gradient} gradient), "
+            f"({ins}) -> ({outs})>"
+        )
+
+
+def member_of(op_name: str, provenance: Provenance | None) -> Member:
+    """A ``Member`` from an op name and its provenance (forward, or built by a derivative transform)."""
+    if provenance is None:
+        return Member(op_name, "<unknown>", False, "", None)
+    site = provenance.site
+    line = site.label if site is not None else "<unknown>"
+    transforms = provenance.transforms
+    derivative = next((t for t in transforms if t.startswith(DERIVATIVE_PREFIXES)), "")
+    gradient = bool(derivative) or any(t in WALKER_TRANSFORMS for t in transforms)
+    return Member(op_name, line, gradient, derivative, provenance)
+
+
+def kernels_of(graph: Graph) -> list[Kernel]:
+    """The fused kernels of ``graph`` in execution order, named ``k0``, ``k1``, ... by position."""
+    with paused_gc():
+        return [_kernel(node, f"k{k}") for k, node in enumerate(n for n in graph.nodes if _is_kernel(n))]
+
+
+def _is_kernel(node: Apply) -> bool:
+    return isinstance(node.op, FusedElemwise)
+
+
+def _kernel(node: Apply, name: str) -> Kernel:
+    """The ``Kernel`` descriptor of one fused node."""
+    op: FusedElemwise = node.op  # type: ignore[assignment]
+    names = op.member_names()
+    members = tuple(member_of(names[k], provenance) for k, (_, provenance) in enumerate(op.members()))
+    return Kernel(name, node, members, tuple(node.inputs), tuple(node.outputs), op.structural_hash())

@@ -23,6 +23,7 @@ class ShapeFacts:
 
     def __init__(self, inputs: Sequence[Variable] = ()):
         self._dims: dict[int, tuple[Size, ...]] = {}
+        self._alive: list[object] = []  # keys are ids: keep each keyed variable alive so no id is reused
         for position, var in enumerate(inputs):
             self._dims[id(var)] = tuple(
                 d if d is not None else Dim(f"{var.name or f'in{position}'}.{axis}") for axis, d in enumerate(var.shape)
@@ -46,7 +47,9 @@ class ShapeFacts:
                 continue
             if node is None:
                 self._dims[id(current)] = _static(current)
+                self._alive.append(current)
                 continue
+            self._alive.append(node)
             inputs = [self._dims[id(v)] for v in node.inputs]
             rule = getattr(node.op, "symbolic_shape", None)
             shapes = rule(inputs) if rule is not None else None

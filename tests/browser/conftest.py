@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -133,7 +134,7 @@ def lab_server(browser_type: object, tmp_path_factory: pytest.TempPathFactory) -
         wait_until_ready(server)
         yield server
     finally:
-        stop_process(server.process)
+        stop_server(server)
 
 
 @pytest.fixture()
@@ -177,10 +178,17 @@ def start_lab_server(base: Path) -> LabServer:
         f"--LabApp.workspaces_dir={base / 'workspaces'}",
         "--LabApp.expose_app_in_browser=True",
     ]
+    if os.geteuid() == 0:  # CI runs as root on a fresh machine
+        command.append("--allow-root")
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=root_dir, env=server_environment(base), stdout=log, stderr=subprocess.STDOUT
+            command,
+            cwd=root_dir,
+            env=server_environment(base),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return LabServer(port, token, root_dir, log_path, process)
 
@@ -227,13 +235,21 @@ def wait_until_ready(server: LabServer) -> None:
     pytest.fail(f"jupyter lab did not answer within {SERVER_START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
 
 
-def stop_process(process: subprocess.Popen) -> None:
-    """Stop the server (and, through it, its kernels): terminate, then kill if it does not exit."""
+def stop_server(server: LabServer) -> None:
+    """Stop the server and its kernels: ask it to shut down, then terminate, then kill its process group."""
+    process = server.process
     if process.poll() is not None:
         return
+    request = urllib.request.Request(f"{server.base_url}/api/shutdown?token={server.token}", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=5).close()
+        process.wait(timeout=15)
+        return
+    except (urllib.error.URLError, ConnectionError, TimeoutError, subprocess.TimeoutExpired):
+        pass
     process.terminate()
     try:
-        process.wait(timeout=15)
+        process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 import nbdiff as nd
-from tests.ops.table import BadInput, OpCase, int_domain
+from tests.ops.table import BadInput, OpCase, call_on_unknown_shapes, int_domain
 
 
 def _unary(name, reference, domain="real", **kwargs):
@@ -386,5 +386,59 @@ CASES += [
         [(3, 4)],
         ["away"],
         variant="in-a-cost",
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FusedElemwise: built by the fusion pass from an expression, then tested like any other op (value, types,
+# float32, gradients through its inlined program, errors naming the member inside the kernel)
+# ---------------------------------------------------------------------------------------------------------------
+def _fused(build):
+    """``build``'s output rebuilt by the fusion pass alone: the output of a ``FusedElemwise`` node."""
+
+    def fused(*variables):
+        from nbdiff.graph.fgraph import Graph
+        from nbdiff.rewrite.fusion import fuse
+
+        (out,) = fuse(Graph(list(variables), [build(*variables)])).graph.outputs
+        assert type(out.owner.op).__name__ == "FusedElemwise", "the row's expression did not fuse"
+        return out
+
+    return fused
+
+
+_MISMATCH = (np.zeros(3), np.zeros(4))
+
+CASES += [
+    OpCase(
+        "fused",
+        _fused(lambda a: nd.tanh(a) * nd.exp(-a) + a),
+        lambda a: np.tanh(a) * np.exp(-a) + a,
+        [(3, 4)],
+        variant="chain",
+        bad=[
+            BadInput(
+                "run-time broadcast mismatch inside the kernel",
+                lambda: call_on_unknown_shapes(_fused(lambda a, b: nd.tanh(nd.exp(a) * nd.sin(b))), *_MISMATCH),
+                nd.errors.ShapeError,
+                "mul: failed at run time inside fused kernel",
+            )
+        ],
+    ),
+    OpCase(
+        "fused",
+        _fused(lambda a, b: nd.sin(a) * b - b),
+        lambda a, b: np.sin(a) * b - b,
+        [(3, 4), (4,)],
+        variant="broadcast",
+        static_shapes=True,
+    ),
+    OpCase(
+        "fused",
+        _fused(lambda a: nd.sum(nd.cos(a) * a, axis=1, keepdims=True)),
+        lambda a: np.sum(np.cos(a) * a, axis=1, keepdims=True),
+        [(3, 4)],
+        variant="sum-keepdims",
     ),
 ]

@@ -15,6 +15,7 @@ from nbdiff.graph.basic import Apply, Constant, Variable, as_variable, constant
 from nbdiff.graph.provenance import transform
 from nbdiff.graph.traversal import paused_gc, toposort
 from nbdiff.graph.types import is_float
+from nbdiff.rewrite.shapes import ShapeFacts
 
 
 class UndefinedGrad:
@@ -231,7 +232,7 @@ def grad(
     elif not known_grads:
         raise GradientError("grad: give a cost, or known_grads, or both")
     for var, value in (known_grads or {}).items():
-        seeds.append((var, _seed(var, value, "grad (known_grads)")))
+        seeds.append((var, _seed(var, value, "grad (known_grads)", f"the known gradient for {var.label()}")))
     outputs = [var for var, _ in seeds]
     with transform("grad"), paused_gc():
         acc = backprop(seeds, wrt_list)
@@ -239,7 +240,12 @@ def grad(
     return results if as_list else results[0]
 
 
-def _seed(var: Variable, value: Any, what: str) -> Variable:
+def _seed(var: Variable, value: Any, what: str, role: str) -> Variable:
+    """``value`` as the seed (or tangent) for ``var``: a float variable of ``var``'s shape (``role`` names it).
+
+    Where the shapes are not provably equal (unknown dimensions), the seed is wrapped in ``assert_shape_like``:
+    the derivative requires the equality, so it becomes a run-time check and a fact the rewrites can use.
+    """
     seed = as_variable(value, var)
     if seed.ndim != var.ndim or any(a is not None and b is not None and a != b for a, b in zip(seed.shape, var.shape)):
         raise node_error(
@@ -250,7 +256,24 @@ def _seed(var: Variable, value: Any, what: str) -> Variable:
         )
     if not is_float(seed.dtype):
         seed = seed.astype(var.dtype if is_float(var.dtype) else "float64")
+    if not _provably_same_shape(seed, var):
+        from nbdiff.ops.broadcast import assert_shape_like
+
+        seed = assert_shape_like(seed, var, f"{what}: {role}")
     return seed
+
+
+def _provably_same_shape(seed: Variable, var: Variable) -> bool:
+    """True when static or symbolic shapes prove ``seed`` has ``var``'s run-time shape.
+
+    A leaf (an input or a constant) that is not ``var`` is taken as unproven without walking ``var``'s graph: its
+    unknown sizes are its own symbols, and its static shape was compared already.
+    """
+    if seed is var or (None not in var.shape and seed.shape == var.shape):
+        return True
+    if seed.owner is None:
+        return False
+    return ShapeFacts().same(seed, var)
 
 
 def Lop(
@@ -268,7 +291,10 @@ def Lop(
     if len(points) != len(outputs):
         raise GradientError(f"Lop: got {len(points)} eval_points for {len(outputs)} outputs")
     outputs = [as_variable(o) for o in outputs]
-    seeds = [(out, _seed(out, point, "Lop")) for out, point in zip(outputs, points)]
+    seeds = [
+        (out, _seed(out, point, "Lop", f"the eval point for output {k} ({out.label()})"))
+        for k, (out, point) in enumerate(zip(outputs, points))
+    ]
     with transform("Lop"), paused_gc():
         acc = backprop(seeds, wrt_list)
         results = _finish(acc, outputs, wrt_list, disconnected, "Lop")
@@ -290,7 +316,7 @@ def Rop(
         raise GradientError(f"Rop: got {len(points)} eval_points for {len(wrt_list)} wrt variables")
     tangents: dict[int, Variable] = {}
     for var, point in zip(wrt_list, points):
-        tangents[id(var)] = _seed(var, point, "Rop")
+        tangents[id(var)] = _seed(var, point, "Rop", f"the tangent for {var.label()}")
     with transform("Rop"), paused_gc():
         for node in toposort(outputs, stop_at=wrt_list):
             inputs = [tangents.get(id(v)) if is_float(v.dtype) else None for v in node.inputs]

@@ -1,5 +1,6 @@
 """Shape-following ops used everywhere gradients meet broadcasting: broadcast to, and sum back to, another
-variable's run-time shape, and fills shaped like a variable (``zeros_like``, ``ones_like``, ``full_like``).
+variable's run-time shape, fills shaped like a variable (``zeros_like``, ``ones_like``, ``full_like``), and the
+run-time assertion that a value has another variable's shape (``assert_shape_like``, for derivatives' seeds).
 
 Static shapes may have unknown dimensions, so whether broadcasting happened is often only known at run time.
 These ops take the variable whose shape they follow as an input and decide at run time; their static types are
@@ -109,6 +110,46 @@ class FillLike(Op):
 
     def pushforward(self, node: Apply, tangents: Sequence[Variable | None]) -> list[Any]:
         return [None]
+
+
+@dataclass(frozen=True, eq=False)
+class AssertShapeLike(Op):
+    """``assert_shape_like(a, like, what)``: ``a`` itself, checked at run time to have ``like``'s shape.
+
+    Derivatives require it (``Rop``'s tangents have the shape of their variable, ``Lop``'s eval points and
+    ``grad``'s known gradients that of their output); this op makes it part of the graph, so the symbolic shape
+    analysis knows that ``a`` has ``like``'s dimensions (its ``symbolic_shape``) and fusion can put both in one
+    loop. ``what`` names the requirement in the run-time error, e.g. "Rop: the tangent for x".
+    """
+
+    what: str = "the value"
+
+    def infer(self, a: Variable, like: Variable) -> list[TensorType]:
+        if a.ndim != like.ndim or any(p is not None and q is not None and p != q for p, q in zip(a.shape, like.shape)):
+            raise self.error(ShapeError, f"{self.what} must have shape {like.shape}, got {a.shape}", [a, like])
+        shape = tuple(q if q is not None else p for p, q in zip(a.shape, like.shape))
+        return [TensorType(a.dtype, shape)]
+
+    def perform(self, a: np.ndarray, like: np.ndarray) -> tuple[np.ndarray]:
+        if a.shape != like.shape:  # the interpreter re-raises this naming the node's own line
+            raise ValueError(f"{self.what} has shape {a.shape}, but must have shape {like.shape}")
+        return (a,)
+
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        return [input_dims[1]]
+
+    def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
+        (gz,) = output_grads
+        return [gz, None]
+
+    def pushforward(self, node: Apply, tangents: Sequence[Variable | None]) -> list[Any]:
+        t, _ = tangents
+        return [t]
+
+
+def assert_shape_like(a: Variable, like: Variable, what: str = "the value") -> Variable:
+    """``a``, asserted (at run time) to have ``like``'s shape; ``what`` names ``a`` in the error."""
+    return AssertShapeLike(what)(a, like)
 
 
 def may_be_broadcast(var: Variable, node: Apply | None, grad: Variable) -> bool:

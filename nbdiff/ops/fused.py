@@ -30,7 +30,7 @@ from nbdiff.graph.basic import Apply, Constant, Op, Variable, apply
 from nbdiff.graph.provenance import Provenance, inherit, transform
 from nbdiff.graph.traversal import paused_gc
 from nbdiff.graph.types import TensorType, is_float
-from nbdiff.ops.broadcast import BroadcastLike, FillLike, SumToLike
+from nbdiff.ops.broadcast import AssertShapeLike, BroadcastLike, FillLike, SumToLike
 from nbdiff.ops.elemwise import Elemwise
 from nbdiff.ops.reduce import Sum
 
@@ -47,11 +47,11 @@ class Instruction(NamedTuple):
 
 def member_kind(op: Op) -> str | None:
     """How a kernel computes ``op`` per element: "elemwise" (its ``scalar_code``), "pass" (the value of its first
-    argument: a broadcast or an un-broadcast proven to be a no-op), "fill" (the constant ``op.value``); None when
-    ``op`` cannot be a member of a fused loop."""
+    argument: a broadcast, an un-broadcast proven to be a no-op, a shape assertion), "fill" (the constant
+    ``op.value``); None when ``op`` cannot be a member of a fused loop."""
     if isinstance(op, Elemwise):
         return "elemwise"
-    if isinstance(op, (BroadcastLike, SumToLike)):
+    if isinstance(op, (BroadcastLike, SumToLike, AssertShapeLike)):
         return "pass"
     if isinstance(op, FillLike):
         return "fill"

@@ -442,3 +442,53 @@ CASES += [
         variant="sum-keepdims",
     ),
 ]
+
+
+# Derivatives' seeds: a tangent or eval point of unknown shape is checked against its variable's shape at run time
+# (``assert_shape_like``), which also tells the rewrites that both have one shape.
+def _rop_tanh_times(a, t):
+    return nd.Rop(nd.tanh(a) * a, a, t)
+
+
+def _lop_sin_twice(a, u):
+    return nd.Lop(nd.sin(a) * 2.0, a, u)
+
+
+CASES += [
+    OpCase(
+        "Rop",
+        _rop_tanh_times,
+        lambda a, t: ((1 - np.tanh(a) ** 2) * a + np.tanh(a)) * t,
+        [(3, 4), (3, 4)],
+        variant="tangent-shape",
+        bad=[
+            BadInput(
+                "tangent of another shape, found at run time",
+                lambda: call_on_unknown_shapes(lambda a, t: nd.Rop(nd.tanh(a) * a, a, t), *_MISMATCH),
+                nd.errors.ShapeError,
+                "Rop: the tangent for in0 has shape (4,), but must have shape (3,)",
+            ),
+            BadInput(
+                "tangent of another static shape",
+                lambda: nd.Rop(nd.exp(a := nd.vector("a", shape=(3,))), a, nd.vector("t", shape=(4,))),
+                nd.errors.GradientError,
+                "does not match",
+            ),
+        ],
+    ),
+    OpCase(
+        "Lop",
+        _lop_sin_twice,
+        lambda a, u: np.cos(a) * 2.0 * u,
+        [(3, 4), (3, 4)],
+        variant="eval-point-shape",
+        bad=[
+            BadInput(
+                "eval point of another shape, found at run time",
+                lambda: call_on_unknown_shapes(lambda a, u: nd.Lop(nd.sin(a) * 2.0, a, u), *_MISMATCH),
+                nd.errors.ShapeError,
+                "Lop: the eval point for",
+            ),
+        ],
+    ),
+]

@@ -9,6 +9,10 @@ trailing reduction (whose result nothing in the group may use). Merges that woul
 through a node outside it are refused: every variable carries the set of groups it depends on (a bit mask), each
 group remembers what its outside producers depend on, and a merge must leave that disjoint from the group.
 
+After the walk, groups that share a loop shape but are not connected (the per-row kernels of an unrolled Jacobian,
+independent outputs) merge too, so one loop computes all of them, when neither kernel waits for the other through
+any path (the groups' dependency masks, closed over the kernels formed so far).
+
 The same code runs on gradient graphs as on forward ones, so a value and its gradient can share one kernel with
 several outputs: a member whose result is used outside its group (or is a graph output) becomes a kernel output.
 """
@@ -50,6 +54,8 @@ class _Group:
     members: list[Apply] = field(default_factory=list)
     outside: dict[int, int] = field(default_factory=dict)  # id(producer node) -> its dependency mask
     parent: _Group | None = None
+    depends: int = 0  # the union of ``outside``'s masks
+    seen: bool = False  # a node outside the group has recorded depending on it
 
     def root(self) -> _Group:
         group = self
@@ -68,13 +74,14 @@ class _Grouper:
         self.reach: dict[int, int] = {}  # id(variable) -> mask of the groups it depends on (itself included)
         self.bits = 0
         self.created: list[_Group] = []
+        self.stale: list[_Group] = []  # groups that read more since a node outside them recorded depending on them
 
     def run(self, nodes: list[Apply]) -> list[_Group]:
         """The final groups (merged ones left out), in the order their first member appears."""
         for node in nodes:
             above = 0
             for var in node.inputs:
-                above |= self.reach.get(id(var), 0)
+                above |= self._depends_of(var)
             group = None
             if self._is_candidate(node):
                 group = self._place(node)
@@ -87,7 +94,70 @@ class _Grouper:
             own = group.root().mask if group is not None else 0
             for out in node.outputs:
                 self.reach[id(out)] = above | own
+            self._mark_seen(node, group.root() if group is not None else None)
+        self._merge_independent()
         return [g for g in self.created if g.parent is None]
+
+    def _merge_independent(self) -> None:
+        """Merge groups with elementwise members that share a loop shape but are not connected (e.g. the per-row
+        kernels of an unrolled Jacobian): one loop with several outputs instead of several loops. Groups are taken
+        in creation order, each joining the first earlier group of its loop shape when neither kernel waits for
+        the other, directly or through any node outside them."""
+        by_loop: dict[tuple[Size, ...], list[_Group]] = {}
+        memo: dict[int, int] = {}  # id(root) -> the bits of the groups its kernel waits for
+        for group in self.created:
+            if group.parent is not None or not any(isinstance(node.op, Elemwise) for node in group.members):
+                continue
+            peers = by_loop.setdefault(group.loop, [])
+            for position, peer in enumerate(peers):
+                if not self._ancestors(peer, memo) & group.mask and not self._ancestors(group, memo) & peer.mask:
+                    peers[position] = self._join_independent(peer, group, memo)
+                    break
+            else:
+                peers.append(group)
+
+    def _join_independent(self, a: _Group, b: _Group, memo: dict[int, int]) -> _Group:
+        """Join two unconnected groups and update the memoised ancestors: whatever waited for one of them now
+        waits for both, and for everything either waits for."""
+        waits = memo.pop(id(a)) | memo.pop(id(b))
+        joined = self._join(a, b, {**a.outside, **b.outside})
+        for key, ancestors in memo.items():
+            if ancestors & joined.mask:
+                memo[key] = ancestors | joined.mask | waits
+        memo[id(joined)] = waits
+        return joined
+
+    def _ancestors(self, root: _Group, memo: dict[int, int]) -> int:
+        """The bits of every group that ``root``'s kernel waits for, through its outside producers and the kernels
+        of the groups they depend on (transitively), memoised in ``memo``."""
+        pending = [root]
+        expanding: set[int] = set()  # roots waiting for their parents (only a cycle would meet one again)
+        while pending:
+            current = pending[-1]
+            if id(current) in memo:
+                pending.pop()
+                continue
+            direct = current.depends
+            parents = self._roots_of(direct & ~current.mask)
+            missing = [p for p in parents if id(p) not in memo and id(p) not in expanding]
+            if missing:
+                expanding.add(id(current))
+                pending.extend(missing)
+                continue
+            for parent in parents:
+                direct |= parent.mask | memo.get(id(parent), 0)
+            memo[id(current)] = direct
+            pending.pop()
+        return memo[id(root)]
+
+    def _roots_of(self, mask: int) -> list[_Group]:
+        """The groups (roots) owning the bits of ``mask``. (Bit ``k`` is ``self.created[k]``'s.)"""
+        roots = []
+        while mask:
+            root = self.created[(mask & -mask).bit_length() - 1].root()
+            roots.append(root)
+            mask &= ~root.mask
+        return roots
 
     def _is_candidate(self, node: Apply) -> bool:
         """Elementwise in effect, with one output: can share a loop with its neighbours."""
@@ -116,8 +186,10 @@ class _Grouper:
         self.created.append(group)
         self.group_of[id(node)] = group
         for var in node.inputs:
-            if var.owner is not None and self.reach.get(id(var), 0):
-                group.outside[id(var.owner)] = self.reach[id(var)]
+            depends = self._depends_of(var) if var.owner is not None else 0
+            if depends:
+                group.outside[id(var.owner)] = depends
+                group.depends |= depends
         for var in node.inputs:
             producer = var.owner
             if producer is None or id(producer) not in self.group_of or id(producer) in self.reduction:
@@ -126,6 +198,46 @@ class _Grouper:
             if other is not group and other.loop == loop:
                 group = self._merge(group, other)
         return group
+
+    def _depends_of(self, var: Variable) -> int:
+        """The groups ``var`` depends on: its recorded mask, and the kernel computing it as that group is now
+        (which reads everything any of its members reads)."""
+        mask = self.reach.get(id(var), 0)
+        owner = self.group_of.get(id(var.owner)) if var.owner is not None else None
+        if owner is not None:
+            root = owner.root()
+            mask |= root.mask | root.depends
+        return mask
+
+    def _mark_seen(self, node: Apply, mine: _Group | None) -> None:
+        """The groups ``node`` reads from outside: what ``node`` recorded about them goes stale if they grow."""
+        for var in node.inputs:
+            owner = self.group_of.get(id(var.owner)) if var.owner is not None else None
+            if owner is not None and owner.root() is not mine:
+                owner.root().seen = True
+
+    def _closure(self, mask: int) -> int:
+        """``mask`` plus what its groups' kernels read now. Recorded masks are complete when recorded (see
+        ``_depends_of``); they go stale only where a group read by a node outside it has grown since, so only
+        those groups (``self.stale``) are expanded, to a fixed point."""
+        result = mask
+        changed = bool(self.stale)
+        while changed:
+            changed = False
+            for root in self._stale_roots():
+                if root.mask & result and (root.mask | root.depends) & ~result:
+                    result |= root.mask | root.depends
+                    changed = True
+        return result
+
+    def _stale_roots(self) -> list[_Group]:
+        """The stale groups as they are now (merged ones as their roots, each once)."""
+        roots: dict[int, _Group] = {}
+        for group in self.stale:
+            root = group.root()
+            roots.setdefault(id(root), root)
+        self.stale = list(roots.values())
+        return self.stale
 
     def _merge(self, a: _Group, b: _Group) -> _Group:
         """``a`` and ``b`` as one group, or ``a`` unchanged when merging would create a cycle."""
@@ -140,13 +252,26 @@ class _Grouper:
         combined = 0
         for depends in outside.values():
             combined |= depends
-        if combined & mask:
+        if self._closure(combined) & mask:
             return a  # a path leaves the merged group and comes back: fusing would make a cycle
+        return self._join(a, b, outside)
+
+    def _join(self, a: _Group, b: _Group, outside: dict[int, int]) -> _Group:
+        """``a`` and ``b`` as one group (the bigger absorbs the smaller), fed by the producers in ``outside``."""
+        depends = 0
+        for value in outside.values():
+            depends |= value
+        reads = a.mask | b.mask | depends
+        grown = any(part.seen and reads & ~(part.mask | part.depends) for part in (a, b))
         big, small = (a, b) if len(a.members) >= len(b.members) else (b, a)
         small.parent = big
         big.members.extend(small.members)
-        big.mask = mask
+        big.mask = a.mask | b.mask
         big.outside = outside
+        big.depends = depends
+        big.seen = a.seen or b.seen
+        if grown:  # nodes outside a part recorded it reading less than the joined kernel does
+            self.stale.append(big)
         return big
 
 

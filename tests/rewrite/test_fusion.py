@@ -188,6 +188,98 @@ def test_merging_two_groups_that_depend_on_each_other_through_an_outsider_is_ref
     np.testing.assert_allclose(f(xv), np.sum(av + np.cos(np.exp(av) / np.exp(av).sum()) * 2.0), rtol=1e-13)
 
 
+def computed(f, op_name: str) -> int:
+    """How many times ``f``'s graph computes ``op_name``: as plain nodes and as kernel members."""
+    plain = sum(node.op.name == op_name for node in f.graph.nodes)
+    return plain + sum(m.op == op_name for k in f.kernels for m in k.members)
+
+
+def test_a_merge_sees_paths_through_groups_merged_earlier_in_the_walk():
+    """r = softmax(cos x) is computed before cos joins sin(softmax(exp x)) * cos x; then r * exp(x) must not join
+    exp's group: that kernel would wait for r, which waits for the kernel holding cos, which waits for softmax(exp)."""
+    x = nd.vector("x")
+    c, b = nd.exp(x), nd.cos(x)
+    r = nd.softmax(b)
+    outputs = [r, nd.sin(nd.softmax(c)) * b, r * c]
+    f = nd.function([x], outputs, rewrites=["fusion"])
+    verify(f.graph, after="fusion")
+    assert [computed(f, name) for name in ("exp", "cos", "sin", "softmax")] == [1, 1, 1, 2]
+    xv = np.linspace(-1, 1, 6)
+    for got, expected in zip(f(xv), nd.function([x], outputs, rewrites=False)(xv)):
+        np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Independent groups sharing a loop
+# ---------------------------------------------------------------------------------------------------------------
+def test_independent_groups_sharing_a_loop_become_one_kernel():
+    x = nd.vector("x")
+    a, b = nd.exp(nd.sin(x)), nd.cos(nd.tanh(x))  # no edge between the two chains, one loop shape
+    f = nd.function([x], [a, b], rewrites=["fusion"])
+    (kernel,) = f.kernels
+    assert len(kernel.outputs) == 2 and list(f.graph.outputs) == list(kernel.outputs)
+    assert [record.firings[0].rule for record in f.history] == ["fuse_elemwise"]
+    xv = np.linspace(-2, 2, 11)
+    for got, expected in zip(f(xv), nd.function([x], [a, b], rewrites=False)(xv)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_lone_elementwise_node_joins_an_independent_kernel_of_its_loop():
+    s, t = nd.scalar("s"), nd.scalar("t")
+    f = nd.function([s, t], [nd.exp(s) * 2.0, nd.cos(t)], rewrites=["fusion"])
+    (kernel,) = f.kernels
+    assert [m.op for m in kernel.members] == ["exp", "mul", "cos"]
+    np.testing.assert_allclose(f(0.5, 0.25), [np.exp(0.5) * 2.0, np.cos(0.25)], rtol=1e-15)
+
+
+def test_independent_groups_of_different_loops_stay_apart():
+    x, m = nd.vector("x"), nd.matrix("m")
+    f = nd.function([x, m], [nd.exp(nd.sin(x)), nd.cos(nd.tanh(m))], rewrites=["fusion"])
+    assert len(f.kernels) == 2
+
+
+def test_independent_groups_joined_through_an_outsider_stay_apart():
+    """b's chain reads softmax(a): no edge joins the two groups, but one kernel would feed softmax and need it."""
+    x = nd.vector("x")
+    a = nd.exp(nd.sin(x))
+    b = nd.cos(nd.tanh(nd.softmax(a)))
+    f = nd.function([x], [a, b], rewrites=["fusion"])
+    verify(f.graph, after="fusion")
+    assert len(f.kernels) == 2
+    xv = np.linspace(-1, 1, 5)
+    av = np.exp(np.sin(xv))
+    np.testing.assert_allclose(f(xv)[1], np.cos(np.tanh(np.exp(av) / np.exp(av).sum())), rtol=1e-14)
+
+
+def test_independent_merge_sees_paths_through_groups_merged_before():
+    """Z = exp(x) and W = tanh(x) * R share a loop, with R = max(stack([Y, Y])) read from the scalar group Y.
+    Y and X = sin(max(Z)) * 2 share the 0-d loop. Each pair alone is independent, but both merged make a cycle
+    (ZW -> max -> XY -> stack, max -> ZW): the check follows the outside producers of groups merged earlier."""
+    x = nd.vector("x")
+    z = nd.exp(x)
+    y_group = nd.cos(nd.max(x)) + 1.0
+    r = nd.max(nd.stack([y_group, y_group]))
+    w = nd.tanh(x) * r
+    x_group = nd.sin(nd.max(z)) * 2.0
+    outputs = [w, x_group, z]
+    f = nd.function([x], outputs, rewrites=["fusion"])
+    verify(f.graph, after="fusion")
+    assert len(f.kernels) == 3  # one of the two pairs merged, not both
+    assert computed(f, "exp") == computed(f, "cos") == 1  # nothing built twice
+    xv = np.linspace(-1, 1, 6)
+    for got, expected in zip(f(xv), nd.function([x], outputs, rewrites=False)(xv)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_the_rows_of_an_unrolled_jacobian_share_one_kernel():
+    p = nd.vector("p", shape=(3,))
+    y = nd.stack([p[0] * p[1], nd.sin(p[2]), p[1] - p[0] ** 2])
+    f = nd.function([p], nd.jacobian(y, p))
+    assert len(f.kernels) == 1
+    pv = np.array([0.3, -0.7, 1.1])
+    np.testing.assert_allclose(f(pv), nd.function([p], nd.jacobian(y, p), rewrites=False)(pv), rtol=1e-15)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Errors name the member
 # ---------------------------------------------------------------------------------------------------------------

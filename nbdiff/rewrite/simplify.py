@@ -51,6 +51,7 @@ from nbdiff.rewrite.simplify_gradient import (
     shape_source,
     uniform_value,
 )
+from nbdiff.rewrite.simplify_indexing import INDEXING_RULES
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -319,7 +320,7 @@ ALGEBRA_RULES: list[Rule] = [
     cast_noop,
     cast_of_cast,
 ]
-SIMPLIFY_RULES: list[Rule] = [fold_constants, *GRADIENT_RULES, *ALGEBRA_RULES]
+SIMPLIFY_RULES: list[Rule] = [fold_constants, *GRADIENT_RULES, *INDEXING_RULES, *ALGEBRA_RULES]
 
 SIMPLIFY = register_pass(
     rules_then_merge("simplify", SIMPLIFY_RULES, "algebraic identities and gradient-graph redundancy, to a fixed point")

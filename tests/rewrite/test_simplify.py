@@ -14,6 +14,7 @@ import nbdiff as nd
 from nbdiff.ops.broadcast import BroadcastLike, FillLike, SumToLike
 from nbdiff.ops.elemwise import Cast
 from nbdiff.rewrite.simplify import SIMPLIFY_RULES
+from nbdiff.rewrite.simplify_indexing import INDEXING_RULES
 
 PASSES = ["merge", "fold", "simplify"]
 RNG = np.random.default_rng(0)
@@ -197,6 +198,7 @@ def test_rule_fires_on_its_pattern_and_keeps_values(case: Case):
 
 def test_every_simplification_rule_has_a_case():
     covered = {case.rule for case in CASES} | {"fold_constants", "cast_of_cast"}
+    covered |= {r.name for r in INDEXING_RULES}  # their cases are in test_simplify_indexing.py
     assert {r.name for r in SIMPLIFY_RULES} <= covered
 
 

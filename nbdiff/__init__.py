@@ -5,6 +5,7 @@ Build a graph with NumPy names (``nd.vector``, ``nd.tanh``, ``@``), differentiat
 Importing nbdiff stays light: it imports NumPy only (no Numba, IPython or ipywidgets).
 """
 
+from nbdiff.config import option_context, options
 from nbdiff.errors import NbdiffError
 from nbdiff.function import Function, function
 from nbdiff.gradient import Lop, Rop, grad, hessian, jacobian
@@ -53,6 +54,8 @@ __all__ = [
     "grad",
     "hessian",
     "jacobian",
+    "option_context",
+    "options",
     "matrix",
     "scalar",
     "tensor",

@@ -261,7 +261,7 @@ def apply(op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType]
     inherited = inherited_origins()
     if all(isinstance(v, Constant) for v in inputs):
         # A node of constants only would be shared by every graph in the process, its provenance naming whichever
-        # line built it first; each construction gets its own node instead (the merge pass unites equal ones).
+        # line built it first; each construction gets its own node instead (the fold pass turns them into constants).
         return Apply(op, inputs, output_types, list(inherited) if inherited is not None else [current_origin()])
     key = (op, tuple(id(v) for v in inputs))
     with _CACHE_LOCK:
@@ -344,9 +344,11 @@ class Op:
 
     abstract: ClassVar[bool] = True
     nout: ClassVar[int] = 1
+    _snake_name: ClassVar[str] = "op"
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
+        cls._snake_name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls.__name__).lower()
         if not cls.__dict__.get("abstract", False):
             cls.abstract = False
             _REGISTRY[cls.__name__] = cls
@@ -355,7 +357,7 @@ class Op:
     @property
     def name(self) -> str:
         """The snake-case name used in printers and errors (``LessEqual`` -> ``less_equal``, ``Log1p`` -> ``log1p``)."""
-        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type(self).__name__).lower()
+        return type(self)._snake_name
 
     def params(self) -> dict[str, Any]:
         """The op's parameters, shown by printers (``{axis: (0,)}``); empty for parameterless ops."""

@@ -1,0 +1,306 @@
+"""Target-neutral kernel code generation: from a ``FusedElemwise`` op to the scalar body of its loop.
+
+A compiled backend runs a fused kernel as one flat loop over the elements of its *loop shape* (the shape every
+member's result has). Per element, the target binds ``a0``, ``a1``, ... to the element values of the inputs the
+loop reads, then runs the lines of ``scalar_body(op)``: one assignment ``t<k> = ...`` per member instruction.
+
+- An elementwise member uses its op's ``scalar_code`` (a Python expression over ``{0}``, ``{1}``, ... using
+  ``math``). Numeric literals in it are typed with the member's dtype (``np.float32(1.0)``: an untyped float
+  literal would promote a float32 computation to float64, and the CUDA simulator does so even where Numba's CPU
+  target would not). Integer arguments of a member with a float result are converted to that dtype first, as
+  NumPy's loops do, and the whole expression is converted to the member's dtype, so integer arithmetic wraps
+  where NumPy's does and float32 stays float32.
+- A pass-through member (a broadcast, a no-op un-broadcast, a checked shape) copies its first argument.
+- A fill is a typed literal of its value.
+
+Constants are kernel *arguments* (inputs of the fused node), so the generated text depends only on the kernel's
+structure. Dtype constructors are spelled ``np.<dtype>`` (``np.bool_`` for bool): targets import NumPy as ``np``.
+
+``kernel_layout`` decides, from the inputs' run-time shapes, whether the flat-loop layout applies: every input
+the loop reads has the loop's size (passed as a flat array) or size 1 (passed as a scalar), and every trailing
+``Sum`` reduces all axes. Anything else is left to the interpreter (``supports`` says so).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from nbdiff.errors import BackendError, NbdiffError
+from nbdiff.graph.basic import Op, Variable
+from nbdiff.graph.types import SUPPORTED_DTYPES, TensorType, is_float, is_integer
+from nbdiff.ops.fused import FusedElemwise, member_kind
+from nbdiff.ops.reduce import Sum
+
+LAYOUT_CACHE_SIZE = 512  # (kernel structure, input shapes) pairs whose layout is remembered
+
+
+class UnsupportedKernel(BackendError):
+    """A fused kernel, or a set of input shapes, that the flat-loop kernel layout cannot run."""
+
+
+def dtype_constructor(dtype: str) -> str:
+    """The expression that converts a scalar to ``dtype`` in generated code: ``np.float32``, ``np.bool_``."""
+    return "np.bool_" if dtype == "bool" else f"np.{dtype}"
+
+
+DTYPE_CONSTRUCTORS = {dtype: dtype_constructor(dtype) for dtype in SUPPORTED_DTYPES}
+
+
+def value_name(ref: int, n_inputs: int) -> str:
+    """The scalar name of a reference in generated code: ``a<r>`` for input ``r``, ``t<k>`` for instruction ``k``."""
+    return f"a{ref}" if ref < n_inputs else f"t{ref - n_inputs}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scalar body
+# ---------------------------------------------------------------------------------------------------------------
+def scalar_body(op: FusedElemwise) -> list[str]:
+    """One assignment per member instruction, in program order (see the module docstring)."""
+    n = op.n_inputs
+    dtypes = op.value_dtypes()
+    lines = []
+    for k, (member, args) in enumerate(op.program):
+        dtype = dtypes[n + k]
+        names = [value_name(r, n) for r in args]
+        kind = member_kind(member)
+        if kind == "pass":
+            expression = names[0]
+        elif kind == "fill":
+            expression = typed_literal(member.value, dtype)  # type: ignore[attr-defined]
+        elif kind == "elemwise":
+            expression = elemwise_expression(member, names, [dtypes[r] for r in args], dtype)
+        else:
+            raise UnsupportedKernel(f"member t{k} ({member.name}) cannot run inside a fused loop")
+        lines.append(f"{value_name(n + k, n)} = {expression}")
+    return lines
+
+
+def elemwise_expression(op: Op, names: Sequence[str], arg_dtypes: Sequence[str], dtype: str) -> str:
+    """``op``'s scalar code on ``names`` with typed literals, converted to the result ``dtype``."""
+    args = [_coerced(name, arg_dtype, dtype) for name, arg_dtype in zip(names, arg_dtypes)]
+    tree = ast.parse(op.scalar_code.format(*args), mode="eval")  # type: ignore[attr-defined]
+    tree = _TypedLiterals(_literal_dtype(arg_dtypes, dtype)).visit(tree)
+    return f"{dtype_constructor(dtype)}({ast.unparse(tree)})"
+
+
+def _coerced(name: str, arg_dtype: str, dtype: str) -> str:
+    """An integer argument of a member with a float result, converted to that float dtype (NumPy's loop dtype)."""
+    if is_float(dtype) and is_integer(arg_dtype) and arg_dtype != "bool":
+        return f"{dtype_constructor(dtype)}({name})"
+    return name
+
+
+def _literal_dtype(arg_dtypes: Sequence[str], dtype: str) -> str:
+    """The dtype of a member's literals: its result's, or for a boolean result its arguments' common dtype."""
+    if dtype != "bool" or not arg_dtypes:
+        return dtype
+    return np.result_type(*arg_dtypes).name
+
+
+def typed_literal(value: float, dtype: str) -> str:
+    """``value`` as a literal of ``dtype`` in generated code: ``np.float32(0.5)``, ``np.int8(3)``, ``True``,
+    ``np.float64(math.inf)``. A value that ``dtype`` cannot hold exactly stays an untyped Python literal."""
+    if dtype == "bool":
+        return "True" if value else "False"
+    if is_float(dtype):
+        if math.isnan(value):
+            text = "math.nan"
+        elif math.isinf(value):
+            text = "math.inf" if value > 0 else "-math.inf"
+        else:
+            text = repr(float(value))
+        return f"{dtype_constructor(dtype)}({text})"
+    info = np.iinfo(dtype)
+    if not math.isfinite(value) or value != int(value) or not info.min <= int(value) <= info.max:
+        return repr(value)
+    return f"{dtype_constructor(dtype)}({int(value)})"
+
+
+class _TypedLiterals(ast.NodeTransformer):
+    """Rewrites numeric literals as typed literals of one dtype, and bare dtype calls (``float32(x)``, the scalar
+    code of ``astype``) as ``np.float32(x)``."""
+
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return node
+        return ast.parse(typed_literal(value, self.dtype), mode="eval").body
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id in DTYPE_CONSTRUCTORS:
+            node.func = ast.parse(DTYPE_CONSTRUCTORS[node.func.id], mode="eval").body
+        return node
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Structure and layout
+# ---------------------------------------------------------------------------------------------------------------
+def read_inputs(op: FusedElemwise) -> tuple[int, ...]:
+    """The inputs whose values the loop reads (in input order): arguments of elementwise members, the first
+    argument of pass-through members, inputs that are outputs. The others only give a shape (``zeros_like(x)``)
+    and are no kernel arguments."""
+    n = op.n_inputs
+    read: set[int] = {r for r in op.results if r < n}
+    for member, args in op.program:
+        read.update(r for r in _value_args(member, args) if r < n)
+    return tuple(sorted(read))
+
+
+def _value_args(member: Op, args: tuple[int, ...]) -> tuple[int, ...]:
+    """The references whose values ``member`` reads per element (not those that only give it a shape)."""
+    kind = member_kind(member)
+    return args if kind == "elemwise" else args[:1] if kind == "pass" else ()
+
+
+def structure_problem(op: FusedElemwise) -> str | None:
+    """Why no flat-loop kernel can run ``op`` whatever its inputs' shapes (None when one can)."""
+    n = op.n_inputs
+    for k, (member, _) in enumerate(op.program):
+        if member_kind(member) is None:
+            return f"member t{k} ({member.name}) cannot run inside a fused loop"
+    types = _replay(op, [TensorType(dtype, (None,) * ndim) for dtype, ndim in op.input_kinds])
+    for ref, reduction in zip(op.results, op.reductions):
+        if reduction is None:
+            continue
+        ndim = types[ref].ndim
+        if not isinstance(reduction, Sum):
+            return f"the trailing {reduction.name} of {value_name(ref, n)} is not a sum"
+        if tuple(reduction.axes) != tuple(range(ndim)):
+            return (
+                f"the trailing sum of {value_name(ref, n)} reduces axes {reduction.axes} of a {ndim}-d value, "
+                "not all of them: not supported by this kernel layout"
+            )
+    return None
+
+
+def output_dtypes(op: FusedElemwise) -> list[str]:
+    """The dtype of each output (a trailing sum's is NumPy's: integers and bool sum to 64-bit integers)."""
+    return [out.dtype for out in op.infer(*(_placeholder(TensorType(d, (None,) * k)) for d, k in op.input_kinds))]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a flat-loop kernel runs ``op`` on inputs of given shapes.
+
+    ``read`` are the inputs passed to the kernel (``read_inputs``) and ``scalar`` says, for each, whether it is
+    passed as a scalar (size 1) rather than a flat array of ``size`` elements. ``outputs`` is the interpreter's
+    ``(dtype, shape)`` of each output; ``reduced`` marks the outputs that are trailing sums.
+    """
+
+    loop_shape: tuple[int, ...]
+    size: int
+    read: tuple[int, ...]
+    scalar: tuple[bool, ...]
+    outputs: tuple[tuple[str, tuple[int, ...]], ...]
+    reduced: tuple[bool, ...]
+
+
+def kernel_layout(op: FusedElemwise, input_shapes: Sequence[tuple[int, ...]]) -> Layout:
+    """The layout for these input shapes; ``UnsupportedKernel`` (saying why) when the flat loop cannot run them."""
+    result = _analyse(op, tuple(tuple(int(d) for d in shape) for shape in input_shapes))
+    if isinstance(result, str):
+        raise UnsupportedKernel(f"fused kernel {op.kernel_name}: {result}")
+    return result
+
+
+def why_unsupported(op: FusedElemwise, input_shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """Why the flat-loop layout cannot run ``op`` on inputs of these shapes; None when it can."""
+    result = _analyse(op, tuple(tuple(int(d) for d in shape) for shape in input_shapes))
+    return result if isinstance(result, str) else None
+
+
+def supports(op: FusedElemwise, input_shapes: Sequence[tuple[int, ...]]) -> bool:
+    """Whether a flat-loop kernel computes ``op`` on inputs of these shapes (else: use the interpreter)."""
+    return why_unsupported(op, input_shapes) is None
+
+
+@functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)
+def _analyse(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> Layout | str:
+    """The layout, or the reason there is none (the structure and the shapes decide it: cached by both)."""
+    problem = structure_problem(op)
+    if problem is not None:
+        return problem
+    n = op.n_inputs
+    if len(shapes) != n or any(len(s) != ndim for s, (_, ndim) in zip(shapes, op.input_kinds)):
+        return f"expects {n} inputs of {[ndim for _, ndim in op.input_kinds]} dimensions, got shapes {list(shapes)}"
+    try:
+        types = _replay(op, [TensorType(dtype, shape) for (dtype, _), shape in zip(op.input_kinds, shapes)])
+    except NbdiffError as exc:
+        return f"the members reject these shapes ({exc})"
+    loop = types[n].shape
+    size = math.prod(loop)
+    problem = _shape_problem(op, [t.shape for t in types], loop, size)
+    if problem is not None:
+        return problem
+    read = read_inputs(op)
+    outputs = []
+    for ref, reduction in zip(op.results, op.reductions):
+        out = types[ref] if reduction is None else reduction.infer(_placeholder(types[ref]))[0]
+        outputs.append((out.dtype, tuple(out.shape)))
+    return Layout(
+        loop_shape=loop,
+        size=size,
+        read=read,
+        scalar=tuple(math.prod(shapes[r]) == 1 for r in read),
+        outputs=tuple(outputs),
+        reduced=tuple(reduction is not None for reduction in op.reductions),
+    )
+
+
+def _shape_problem(op: FusedElemwise, shapes: list[tuple[int, ...]], loop: tuple[int, ...], size: int) -> str | None:
+    """Why the references' run-time ``shapes`` do not fit one flat loop over ``loop``: every member's result and
+    every output must have the loop's shape, every value read must have its size or size 1."""
+    n = op.n_inputs
+    for k in range(len(op.program)):
+        if shapes[n + k] != loop:
+            return f"member t{k} has shape {shapes[n + k]}, not the loop shape {loop}"
+    for k, (member, args) in enumerate(op.program):
+        for r in _value_args(member, args):
+            problem = _read_problem(shapes[r], loop, size, f"argument {value_name(r, n)} of member t{k}")
+            if problem is not None:
+                return problem
+    for ref in op.results:
+        if shapes[ref] != loop:
+            return f"output {value_name(ref, n)} has shape {shapes[ref]}, not the loop shape {loop}"
+    return None
+
+
+def _read_problem(shape: tuple[int, ...], loop: tuple[int, ...], size: int, what: str) -> str | None:
+    """Why a value of ``shape`` cannot be read element ``i`` by element ``i`` (flat) or as a scalar in ``loop``."""
+    if shape == loop:
+        return None
+    try:
+        broadcast = np.broadcast_shapes(shape, loop)
+    except ValueError:
+        broadcast = None
+    if broadcast != loop:
+        return f"{what} has shape {shape}, which does not broadcast to the loop shape {loop} without a reduction"
+    if math.prod(shape) not in (1, size):
+        return f"{what} has shape {shape}, broadcast to {loop} along some axes: not supported by this kernel layout"
+    return None
+
+
+def _replay(op: FusedElemwise, input_types: Sequence[TensorType]) -> list[TensorType]:
+    """The type of every reference (inputs, then each instruction's result) by the members' own inference."""
+    types = list(input_types)
+    for member, args in op.program:
+        (out,) = member.infer(*(_placeholder(types[r]) for r in args))
+        types.append(out)
+    return types
+
+
+def _placeholder(type_: TensorType) -> Variable:
+    """A bare variable of ``type_`` for replaying inference (no provenance: it is thrown away)."""
+    var = Variable.__new__(Variable)
+    var.type, var.owner, var.index, var.name, var._provenance = type_, None, 0, None, None
+    return var

@@ -28,11 +28,13 @@ from nbdiff.ops.elemwise import (
     Log,
     Mul,
     Negative,
+    Power,
     Sub,
     TrueDivide,
     add,
     astype,
     negative,
+    square,
     sub,
     true_divide,
 )
@@ -204,6 +206,19 @@ def mul_by_reciprocal(node: Apply, facts: ShapeFacts) -> Variable | None:
     return None
 
 
+@rule(Power)
+def power_of_small_integer(node: Apply, facts: ShapeFacts) -> Variable | None:
+    """x ** 2 -> square(x) and x ** 1 -> x (exact; a compiled loop then multiplies instead of calling pow with an
+    exponent it only learns at run time, since constants are kernel arguments)"""
+    x, exponent = node.inputs
+    value = uniform_value(exponent)
+    if value == 2.0:
+        return keep_shape(square(x), node.out, exponent, facts)
+    if value == 1.0:
+        return keep_shape(x, node.out, exponent, facts)
+    return None
+
+
 def _one_element_constant(var: Variable) -> bool:
     return isinstance(var, Constant) and var.data.size == 1
 
@@ -313,6 +328,7 @@ ALGEBRA_RULES: list[Rule] = [
     add_negative,
     sub_negative,
     mul_by_reciprocal,
+    power_of_small_integer,
     mul_constants,
     sum_of_sum,
     sum_no_axes,

@@ -1,7 +1,10 @@
 """nbdiff's options: one frozen object, read from the environment once, changed with a context manager.
 
 ``NBDIFF_DEBUG=1`` turns on debug checks (the graph verifier after every rewrite pass, and the interpreter's
-check that each result has its node's static type). This is the only module that reads environment variables.
+check that each result has its node's static type). ``NBDIFF_CACHE_DIR`` sets where compiled kernels are kept
+(default: ``default_cache_dir()``). ``NBDIFF_COMPILE=0`` makes ``backend="auto"`` use the interpreter only (the
+test suite sets it: most tests are about graphs, not compilation). This is the only module that reads environment
+variables.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -19,10 +23,29 @@ class Options:
     """Settings that change how nbdiff prepares and runs functions (not what they compute)."""
 
     debug: bool = False  # verify the graph after every pass; check every interpreter result's type
+    cache_dir: str | None = None  # where kernel modules and reproducers are kept; None: default_cache_dir()
+    compile: bool = True  # backend="auto" compiles in the background (NBDIFF_COMPILE=0: the interpreter only)
+    fastmath: bool = False  # the default of nd.function(fastmath=...): LLVM's fast-math flags but nnan/ninf
+
+
+def default_cache_dir() -> str:
+    """The user's cache folder for nbdiff: ``$XDG_CACHE_HOME/nbdiff`` or ``~/.cache/nbdiff`` (Linux and others),
+    ``~/Library/Caches/nbdiff`` (macOS), ``%LOCALAPPDATA%/nbdiff`` (Windows)."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Local")
+    elif sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~"), "Library", "Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "nbdiff")
 
 
 def _from_environment() -> Options:
-    return Options(debug=os.environ.get("NBDIFF_DEBUG", "").lower() in ("1", "true", "yes"))
+    return Options(
+        debug=os.environ.get("NBDIFF_DEBUG", "").lower() in ("1", "true", "yes"),
+        cache_dir=os.environ.get("NBDIFF_CACHE_DIR") or None,
+        compile=os.environ.get("NBDIFF_COMPILE", "1").lower() not in ("0", "false", "no"),
+    )
 
 
 _defaults = _from_environment()

@@ -1,18 +1,20 @@
 """``nd.function``: a callable over a graph that answers at once through the NumPy interpreter.
 
-The object is designed for the coming compiled backends: ``status``, ``backend``, ``wait``, ``kernels`` and
-``history`` keep their meaning when a background compiler swaps faster code in. Until then the interpreter
-answers every call, ``status`` is ``"interpreting"`` and ``backend`` is ``"numpy"``.
+With ``backend="auto"`` or ``"cpu"`` a background compilation (``nbdiff/backends/cpu.py``) starts at once; when
+its kernels are loaded it installs a compiled *candidate*, whose first call is checked against the interpreter
+(``_first_compiled_call``) before it answers alone. ``status`` says where this stands (``interpreting``,
+``compiling i/n kernels``, ``compiled``, ``fallback: <why>``), ``backend`` what answered the last call.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from nbdiff.config import options
-from nbdiff.errors import BackendError, InputError, node_error
+from nbdiff.errors import BackendError, InputError, NbdiffError, node_error
 from nbdiff.graph.basic import Variable, as_variable
 from nbdiff.graph.fgraph import Graph, check_function_inputs
 from nbdiff.rewrite.fusion import kernels_of
@@ -33,13 +35,14 @@ class Function:
         backend: str = "auto",
         name: str | None = None,
         rewrites: bool | Sequence[str] = True,
+        fastmath: bool | None = None,
     ):
         if backend not in BACKENDS:
             raise BackendError(f"function: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend in ("cpu", "cuda"):
+        if backend == "cuda":
             raise BackendError(
-                f"function: backend={backend!r} needs nbdiff's compiled backend, which this version does not "
-                f"include yet; use backend='auto' or 'numpy' (the NumPy interpreter)"
+                "function: backend='cuda' needs nbdiff's CUDA backend, which this version does not include yet; "
+                "use backend='auto' or 'cpu' (compiled with Numba) or 'numpy' (the NumPy interpreter)"
             )
         if isinstance(inputs, Variable):
             raise node_error(InputError, "function", "inputs must be a list of variables, e.g. nd.function([x], y)")
@@ -56,12 +59,63 @@ class Function:
         self.status = "interpreting"
         self.backend = "numpy"
         self._event_log = EventLog()  # compile events from the backend (nbdiff/runtime/events.py)
+        self._runner: Any = self._plan  # what answers calls: the interpreter's plan, or a checked compiled runner
+        self._candidate: Any = None  # a compiled runner waiting for its agreement check
+        self._fast: Callable[[tuple], Any] | None = None  # a runner's path for raw arguments (scalar entry points)
+        self._final = threading.Event()  # set when the status is final (compiled, fallback, or nothing to do)
+        self._status_lock = threading.Lock()
+        self._compilation = None
+        current = options()
+        if backend == "cpu" or (backend == "auto" and current.compile):
+            from nbdiff.backends import cpu
+
+            self._compilation = cpu.start(self, backend, current.fastmath if fastmath is None else fastmath)
+        if self._compilation is None:
+            self._final.set()
 
     # -- calling -------------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fast = self._fast
+        if fast is not None and not kwargs:
+            results = fast(args)
+            if results is not None:
+                self.backend = "cpu"
+                return results[0] if self._single else results
         arrays = self._arguments(args, kwargs)
-        results = self._plan.run(arrays)
+        if self._candidate is not None:
+            results = self._first_compiled_call(arrays)
+        else:
+            runner = self._runner
+            results = runner.run(arrays)
+            self.backend = getattr(runner, "backend", "numpy")
+            if runner is not self._plan and hasattr(runner, "learn"):
+                runner.learn(args, arrays)
         return results[0] if self._single else results
+
+    def _first_compiled_call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the compiled candidate checked against the interpreter: from now on it answers alone if they
+        agree; otherwise the interpreter keeps answering and ``status`` says why."""
+        candidate = self._candidate
+        try:
+            results, problem = candidate.checked_run(self._plan, arrays)
+        except NbdiffError:
+            raise  # the user's input is wrong (the interpreter says so): the check waits for the next call
+        except Exception as exc:
+            results, problem = [], f"the compiled function raised {type(exc).__name__}: {exc}"
+        with self._status_lock:
+            if self._candidate is not candidate:  # another thread decided first
+                return results or self._plan.run(arrays)
+            self._candidate = None
+            if problem is not None:
+                self.status = f"fallback: {problem}"
+            else:
+                self._runner = candidate
+                self._fast = getattr(candidate, "fast", None)
+        if problem is not None:
+            self.backend = "numpy"
+            return self._plan.run(arrays)
+        self.backend = candidate.backend
+        return results
 
     def _arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:
         values = list(args)
@@ -106,8 +160,35 @@ class Function:
         self._event_log.emit(event)
 
     def wait(self, timeout: float | None = None) -> str:
-        """Block until compilation has finished (or failed) and return the final status."""
+        """Block until compilation has finished (or failed), or ``timeout`` seconds; return the status then."""
+        self._final.wait(timeout)
         return self.status
+
+    # -- what the background compilation reports ------------------------------------------------------------------
+    def _set_compiling(self, done: int, total: int) -> None:
+        with self._status_lock:
+            if not self._final.is_set():
+                self.status = f"compiling {done}/{total} kernels"
+
+    def _install(self, runner: Any) -> None:
+        """A compiled runner is ready: its first call is checked against the interpreter."""
+        with self._status_lock:
+            self._candidate = runner
+            self.status = "compiled"
+        self._final.set()
+
+    def _fall_back(self, reason: str) -> None:
+        """Compilation failed: the interpreter keeps answering, and ``status`` says why."""
+        with self._status_lock:
+            self._candidate = None
+            self.status = f"fallback: {reason}"
+        self._final.set()
+
+    def _compiled_nothing(self, reason: str) -> None:
+        """Nothing to compile: the interpreter is the final answer."""
+        with self._status_lock:
+            self.status = f"interpreting ({reason})"
+        self._final.set()
 
     def __repr__(self) -> str:
         ins = ", ".join(v.label() for v in self.inputs)
@@ -155,11 +236,15 @@ def function(
     backend: str = "auto",
     name: str | None = None,
     rewrites: bool | Sequence[str] = True,
+    fastmath: bool | None = None,
 ) -> Function:
     """Build a callable for ``outputs`` (a variable, or a list giving a list) as functions of ``inputs``.
 
-    Returns at once: the NumPy interpreter answers the first call. ``backend`` is "auto" (default), "numpy",
-    "cpu" or "cuda". ``rewrites`` is True (the default pipeline: merge, fold, stability, simplify, fusion), False
-    (run the graph as written) or a list of pass names; ``f.history`` records what each pass did.
+    Returns at once: the NumPy interpreter answers the first call. ``backend`` is "auto" (default: compile with
+    Numba in the background where it is installed), "numpy" (the interpreter only), "cpu" (compile; an error
+    without Numba) or "cuda". ``rewrites`` is True (the default pipeline: merge, fold, stability, simplify,
+    fusion), False (run the graph as written) or a list of pass names; ``f.history`` records what each pass did.
+    ``fastmath=True`` compiles with LLVM's fast-math flags (not nnan/ninf: NaN and infinity keep their meaning);
+    the default is ``nd.options().fastmath`` (False).
     """
-    return Function(inputs, outputs, backend=backend, name=name, rewrites=rewrites)
+    return Function(inputs, outputs, backend=backend, name=name, rewrites=rewrites, fastmath=fastmath)

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from nbdiff.backends.codegen import (
+    Layout,
     UnsupportedKernel,
     dtype_constructor,
     kernel_layout,
@@ -133,8 +134,46 @@ def _accumulator_dtype(dtype: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Calling a compiled module
+# Signatures and calls
 # ---------------------------------------------------------------------------------------------------------------
+def numba_type_name(dtype: str) -> str:
+    """The Numba name of a NumPy dtype in signature strings (``boolean`` for bool, else the dtype's own name)."""
+    return "boolean" if dtype == "bool" else dtype
+
+
+def kernel_signature(op: FusedElemwise, scalar_inputs: Sequence[int]) -> str:
+    """The Numba argument signature of ``kernel`` when the inputs at positions ``scalar_inputs`` (fused-node input
+    positions) are passed as scalars and the other read inputs as flat arrays: ``(int64, float64[::1], ...)``."""
+    kinds = op.input_kinds
+    args = ["int64"]
+    for r in read_inputs(op):
+        name = numba_type_name(kinds[r][0])
+        args.append(name if r in scalar_inputs else f"{name}[::1]")
+    args += [f"{numba_type_name(dtype)}[::1]" for dtype in output_dtypes(op)]
+    return "(" + ", ".join(args) + ")"
+
+
+def kernel_arguments(op: FusedElemwise, arrays: Sequence[np.ndarray]) -> tuple[Layout, list[object]]:
+    """The layout for these inputs and the kernel's arguments by the calling convention, output buffers last
+    (``UnsupportedKernel`` when the shapes do not fit a flat loop). ``arrays`` must have the kernel's dtypes."""
+    layout = kernel_layout(op, [a.shape for a in arrays])
+    args: list[object] = [layout.size]
+    for r, scalar in zip(layout.read, layout.scalar):
+        array = arrays[r]
+        args.append(array.reshape(())[()] if scalar else np.ascontiguousarray(array).reshape(-1))
+    args += [
+        np.empty(1 if reduced else layout.size, dtype=dtype)
+        for (dtype, _), reduced in zip(layout.outputs, layout.reduced)
+    ]
+    return layout, args
+
+
+def shaped_outputs(layout: Layout, args: Sequence[object]) -> tuple[np.ndarray, ...]:
+    """The output buffers (the last arguments of a call) reshaped to the interpreter's shapes."""
+    buffers = args[len(args) - len(layout.outputs) :]
+    return tuple(buffer.reshape(shape) for buffer, (_, shape) in zip(buffers, layout.outputs))  # type: ignore[union-attr]
+
+
 def run_compiled(op: FusedElemwise, module: ModuleType, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     """``op.perform(*arrays)`` computed by ``module.kernel`` (a module of ``cpu_module_source(op)``): arguments
     prepared by the calling convention, outputs with exactly the interpreter's dtypes and shapes.
@@ -145,14 +184,6 @@ def run_compiled(op: FusedElemwise, module: ModuleType, arrays: Sequence[np.ndar
     for r, (array, (dtype, _)) in enumerate(zip(arrays, op.input_kinds)):
         if array.dtype.name != dtype:
             raise UnsupportedKernel(f"fused kernel {op.kernel_name}: input {r} is {array.dtype.name}, not {dtype}")
-    layout = kernel_layout(op, [a.shape for a in arrays])
-    args: list[object] = [layout.size]
-    for r, scalar in zip(layout.read, layout.scalar):
-        array = arrays[r]
-        args.append(array.reshape(())[()] if scalar else np.ascontiguousarray(array).reshape(-1))
-    buffers = [
-        np.empty(1 if reduced else layout.size, dtype=dtype)
-        for (dtype, _), reduced in zip(layout.outputs, layout.reduced)
-    ]
-    module.kernel(*args, *buffers)
-    return tuple(buffer.reshape(shape) for buffer, (_, shape) in zip(buffers, layout.outputs))
+    layout, args = kernel_arguments(op, arrays)
+    module.kernel(*args)
+    return shaped_outputs(layout, args)

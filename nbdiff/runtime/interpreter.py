@@ -9,8 +9,9 @@ raised by NumPy are re-raised naming the op, the input shapes and dtypes, and th
 
 from __future__ import annotations
 
+import copy
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +41,14 @@ class Step:
                 for i in inputs
                 if i in free and i in intermediates and inputs.count(i) == 1 and _same_type(node, inputs.index(i))
             ]
+
+    def replaced(self, perform: Callable[..., tuple[np.ndarray, ...]]) -> Step:
+        """This step calling ``perform`` instead of its op's (and writing no result into an input's buffer)."""
+        step = Step.__new__(Step)
+        for name in Step.__slots__:
+            setattr(step, name, getattr(self, name))
+        step.perform, step.ufunc, step.reuse = perform, None, []
+        return step
 
     def reusable_buffer(self, storage: list) -> np.ndarray | None:
         """An input array this step may overwrite: right dtype and shape, owning its memory, referenced nowhere else."""
@@ -105,6 +114,15 @@ class Plan:
         self.template: list[np.ndarray | None] = [None] * len(slots)
         for index, data in constants:
             self.template[index] = data
+
+    def with_performers(self, performers: Mapping[int, Callable[..., tuple[np.ndarray, ...]]]) -> Plan:
+        """A copy of this plan in which the step of each node ``id(node)`` in ``performers`` calls the given function
+        (with the same arguments and results as ``perform``) instead: how a compiled backend swaps its kernels in."""
+        plan = copy.copy(self)
+        plan.steps = [
+            step.replaced(performers[id(step.node)]) if id(step.node) in performers else step for step in self.steps
+        ]
+        return plan
 
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Evaluate the graph on input arrays (already validated and converted) and return the outputs."""

@@ -1,0 +1,498 @@
+"""The compiled CPU backend: Numba kernels compiled in the background, swapped in once they agree.
+
+``start(function)`` returns at once. A background thread generates one module per kernel (serial, plus a
+``parallel=True`` variant where the loop may reach ``PARALLEL_THRESHOLD`` elements) or, for a function of scalars,
+one whole-function entry point (``entry_source``). A module compiled before (by this or an earlier process: the
+disk cache) is loaded in milliseconds; the others go to the compile worker, a separate process, so compilation
+never holds the notebook's GIL. Each kernel's events (queued, compiling, cached, ready, failed) reach
+``function._emit``. When every kernel is loaded, the compiled runner becomes the function's *candidate*: its first
+call is checked against the interpreter (``Function._first_compiled_call``), and only then answers alone. A failed
+compile, a mismatch or a dead worker leaves the interpreter answering, with the reason in ``f.status`` and a
+reproducer folder (the module, its arguments, a script) whose path the reason names.
+
+The kernels run inside the interpreter's plan (``Plan.with_performers``): NumPy still runs the ops that are not
+fused kernels (matmul through its BLAS, indexing, shape ops), which are compiled code already.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from nbdiff.backends import cache
+from nbdiff.backends.agreement import outputs_disagreement
+from nbdiff.backends.codegen import UnsupportedKernel, read_inputs, structure_problem
+from nbdiff.backends.cpu_source import (
+    cpu_module_source,
+    kernel_arguments,
+    kernel_signature,
+    module_name,
+    shaped_outputs,
+)
+from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
+from nbdiff.errors import BackendError
+from nbdiff.ops.fused import FusedElemwise
+from nbdiff.runtime.events import ENTRY_POINT, FINISHED, KernelEvent
+from nbdiff.runtime.interpreter import Plan
+
+if TYPE_CHECKING:
+    from nbdiff.function import Function
+    from nbdiff.rewrite.fusion import Kernel
+
+PARALLEL_THRESHOLD = 100_000  # loops from this many elements run the parallel=True variant (DESIGN section 5)
+LOAD_SWITCH_INTERVAL = 0.001  # seconds: the GIL switch interval while importing Numba / loading kernels here
+FAULTS = ("wrong-values", "compile-error")  # test hooks: see ``inject_fault``
+
+_log = logging.getLogger("nbdiff.cpu")
+_fault: str | None = None
+
+
+def numba_available() -> bool:
+    """Whether Numba can be imported (checked without importing it)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+@contextlib.contextmanager
+def inject_fault(kind: str) -> Iterator[None]:
+    """Test hook: functions created inside the block generate broken kernels. "wrong-values" adds 1 to each
+    kernel's first output (the agreement check must catch it); "compile-error" makes Numba's typing fail."""
+    global _fault
+    if kind not in FAULTS:
+        raise ValueError(f"inject_fault: kind must be one of {', '.join(FAULTS)}, got {kind!r}")
+    previous, _fault = _fault, kind
+    try:
+        yield
+    finally:
+        _fault = previous
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What gets compiled
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Module:
+    """One generated module: its name, text, the function it defines and the signatures to compile."""
+
+    name: str
+    source: str
+    function: str
+    signatures: tuple[str, ...]
+    path: Any = None  # set once written
+    dispatcher: Any = None  # set once loaded
+
+
+@dataclass
+class Unit:
+    """What the status panel calls a kernel: "k0" (its serial and parallel modules) or the entry point."""
+
+    name: str
+    modules: list[Module]
+    kernel: Kernel | None = None  # None for the entry point
+    entry: EntryPoint | None = None
+    state: str = "new"
+    compile_seconds: float = 0.0
+    pending: int = 0
+    failure: str = ""
+    started: float = field(default_factory=perf_counter)
+
+
+def plan_units(function: Function, fastmath: bool, fault: str | None) -> list[Unit]:
+    """The modules to build for ``function``: one entry point for a function of scalars, else per kernel."""
+    if scalar_entry_problem(function.graph) is None and function.graph.nodes:
+        entry = entry_source(function.graph, fastmath=fastmath)
+        source, name = _with_fault(entry.source, entry.name, fault, "return (")
+        return [Unit(ENTRY_POINT, [Module(name, source, "entry", (entry.signature,))], entry=entry)]
+    units = []
+    for kernel in function.kernels:
+        op = kernel.op
+        if structure_problem(op) is not None:
+            continue  # the interpreter runs it (e.g. a sum over some axes): nothing to compile
+        signature = kernel_signature(op, _static_scalars(kernel))
+        modules = []
+        for parallel in (False, True) if _may_be_large(kernel) else (False,):
+            source = cpu_module_source(op, parallel=parallel, fastmath=fastmath)
+            name = module_name(op, parallel=parallel, fastmath=fastmath)
+            source, name = _with_fault(source, name, fault, "    for i in")
+            modules.append(Module(name, source, "kernel", (signature,)))
+        units.append(Unit(kernel.name, modules, kernel=kernel))
+    return units
+
+
+def _static_scalars(kernel: Kernel) -> list[int]:
+    """The read inputs whose static shape has size 1 (0-d, constants, ``(1, 1)``): passed as scalars."""
+    return [r for r in read_inputs(kernel.op) if all(d == 1 for d in kernel.inputs[r].shape)]
+
+
+def _may_be_large(kernel: Kernel) -> bool:
+    """Whether the kernel's loop may reach ``PARALLEL_THRESHOLD`` elements (unknown sizes may)."""
+    shapes = [v.shape for v in kernel.inputs]
+    if any(d is None for shape in shapes for d in shape):
+        return True
+    return int(np.prod(np.broadcast_shapes(*shapes), dtype=np.int64)) >= PARALLEL_THRESHOLD
+
+
+def _with_fault(source: str, name: str, fault: str | None, anchor: str) -> tuple[str, str]:
+    """The module text with the injected fault (a test hook), under a name of its own so no cache is shared."""
+    if fault is None:
+        return source, name
+    if fault == "compile-error":
+        source = source.replace(anchor, "    undefined_name_injected_by_test_hook(1)\n" + anchor, 1)
+    else:
+        source = _shift_first_output(source)
+    return source, f"{name}_fault_{fault.replace('-', '_')}"
+
+
+def _shift_first_output(source: str) -> str:
+    """Adds 1 to the first value a module stores or returns (the "wrong-values" fault)."""
+    lines = source.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(("out0[i] = ", "sum0[0] = ")):
+            lines[i] = line + " + 1"
+            break
+        if stripped.startswith("return (") and lines[i - 1].startswith("    v"):  # the entry point's return
+            lines[i] = line.replace("return (", "return (1 + ", 1)
+            break
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runners: what answers calls once the modules are loaded
+# ---------------------------------------------------------------------------------------------------------------
+class KernelRunner:
+    """Runs one fused kernel compiled (the ``perform`` of its plan step); the interpreter's ``perform`` where the
+    compiled signature or flat layout does not fit these inputs (a size-1 input where an array was compiled)."""
+
+    def __init__(self, op: FusedElemwise, serial: Any, parallel: Any | None):
+        self.op, self.serial, self.parallel = op, serial, parallel
+
+    def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        try:
+            layout, args = kernel_arguments(self.op, arrays)
+        except UnsupportedKernel:
+            return self.op.perform(*arrays)
+        parallel = self.parallel is not None and layout.size >= PARALLEL_THRESHOLD
+        try:
+            (self.parallel if parallel else self.serial)(*args)
+        except TypeError:  # no compiled signature for these argument types (and compiling here is disabled)
+            return self.op.perform(*arrays)
+        return shaped_outputs(layout, args)
+
+
+class CompiledPlan:
+    """The interpreter's plan with compiled kernels swapped in."""
+
+    backend = "cpu"
+
+    def __init__(self, plan: Plan, runners: dict[int, KernelRunner], units: list[Unit]):
+        self.plan = plan.with_performers(runners)
+        self.runners = runners
+        self.units = units
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.plan.run(arrays)
+
+    def checked_run(self, interpreter: Plan, arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
+        """The compiled results and why they disagree with the interpreter's (None when they agree): each kernel
+        is compared with its ``perform`` on the same inputs, so a mismatch names the kernel."""
+        problems: list[str] = []
+
+        def checking(unit: Unit, runner: KernelRunner) -> Callable[..., tuple[np.ndarray, ...]]:
+            def run(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+                expected = runner.op.perform(*inputs)
+                got = runner(*inputs)
+                problem = outputs_disagreement(expected, got, _sum_scales(runner.op, inputs, expected))
+                if problem is not None and not problems:
+                    problems.append(_mismatch_reason(unit, runner, inputs, expected, problem))
+                return expected
+
+            return run
+
+        by_node = {id(unit.kernel.node): unit for unit in self.units if unit.kernel is not None}
+        performers = {node: checking(by_node[node], runner) for node, runner in self.runners.items()}
+        interpreter.with_performers(performers).run(arrays)  # the interpreter's values flow; kernels are compared
+        if problems:
+            return [], problems[0]
+        return self.run(arrays), None
+
+
+class EntryRunner:
+    """Runs a function of scalars through its compiled entry point, in one Numba call."""
+
+    backend = "cpu"
+
+    def __init__(self, entry: EntryPoint, dispatcher: Any, unit: Unit):
+        self.entry, self.dispatcher, self.unit = entry, dispatcher, unit
+        self.constants = entry_constants(entry)
+        self.dtypes = entry.output_dtypes
+        self.accepted: set[tuple[type, ...]] = set()  # argument types seen to need no conversion
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        values = self.dispatcher(*(a.reshape(())[()] for a in arrays), *self.constants)
+        return [np.asarray(v, dtype=d) for v, d in zip(values, self.dtypes)]
+
+    def fast(self, args: tuple) -> list[np.ndarray] | None:
+        """The results for raw arguments whose types are known to need no conversion; None otherwise (the
+        caller then validates and converts them, and calls ``run``)."""
+        if tuple(map(type, args)) not in self.accepted:
+            return None
+        values = self.dispatcher(*args, *self.constants)
+        return [np.asarray(v, dtype=d) for v, d in zip(values, self.dtypes)]
+
+    def learn(self, args: tuple, arrays: Sequence[np.ndarray]) -> None:
+        """Accept these argument types on the fast path from now on if they are exactly the inputs' scalar types
+        (Python float for float64, int for int64, bool for bool, or the NumPy scalar of the input's dtype)."""
+        if all(type(a) in _exact_types(array.dtype.name) for a, array in zip(args, arrays)):
+            self.accepted.add(tuple(map(type, args)))
+
+    def checked_run(self, interpreter: Plan, arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
+        expected = interpreter.run(arrays)
+        got = self.run(arrays)
+        problem = outputs_disagreement(expected, got)
+        if problem is None:
+            return got, None
+        module = self.unit.modules[0]
+        arguments = [a.reshape(())[()] for a in arrays] + list(self.constants)
+        folder = cache.write_reproducer(
+            cache.cache_directory(), module.name, module.source, arguments, expected, problem, module.signatures
+        )
+        return [], f"the compiled entry point disagrees with the interpreter: {problem} (reproducer: {folder})"
+
+
+def _exact_types(dtype: str) -> tuple[type, ...]:
+    python = {"float64": float, "int64": int, "bool": bool}.get(dtype)
+    numpy_type = np.dtype(dtype).type
+    return (python, numpy_type) if python is not None else (numpy_type,)
+
+
+def _sum_scales(op: FusedElemwise, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
+    """For each output, the scale of its rounding error: for a trailing sum, the sum of its terms' magnitudes."""
+    if all(r is None for r in op.reductions):
+        return [None] * len(expected)
+    terms = FusedElemwise(op.input_kinds, op.program, op.results, (None,) * len(op.results)).perform(*inputs)
+    with np.errstate(all="ignore"):
+        return [
+            None if reduction is None else float(np.nansum(np.abs(term), dtype=np.float64))
+            for reduction, term in zip(op.reductions, terms)
+        ]
+
+
+def _mismatch_reason(
+    unit: Unit, runner: KernelRunner, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray], problem: str
+) -> str:
+    """The reason for a kernel's mismatch, with the path of a reproducer of the failing call."""
+    try:
+        layout, arguments = kernel_arguments(runner.op, inputs)
+        parallel = runner.parallel is not None and layout.size >= PARALLEL_THRESHOLD
+        module = unit.modules[1 if parallel else 0]
+        outputs = list(range(len(arguments) - len(layout.outputs), len(arguments)))
+        flat = [np.ravel(e) for e in expected]
+        folder = cache.write_reproducer(
+            cache.cache_directory(), module.name, module.source, arguments, flat, problem, module.signatures, outputs
+        )
+        where = f" (reproducer: {folder})"
+    except Exception as exc:  # the reason matters more than the reproducer
+        where = f" (no reproducer: {exc})"
+    return f"kernel {unit.name} disagrees with the interpreter: {problem}{where}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The background compilation of one function
+# ---------------------------------------------------------------------------------------------------------------
+class CpuCompilation:
+    """Compiles one function's kernels in the background and hands the result to the function."""
+
+    def __init__(self, function: Function, fastmath: bool = False):
+        self.function = function
+        self.fastmath = fastmath
+        self.fault = _fault
+        self.units: list[Unit] = []
+        self._lock = threading.Lock()
+        self._finished = False
+        self.thread = threading.Thread(target=self._prepare, name=f"nbdiff compile {function._label()}", daemon=True)
+        self.thread.start()
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Generate and write every module; load those compiled before, send the rest to the worker."""
+        try:
+            self.units = plan_units(self.function, self.fastmath, self.fault)
+            if not self.units:
+                self.function._compiled_nothing("nothing to compile (no fused kernels: NumPy runs every op)")
+                return
+            directory = cache.kernels_directory()
+            for unit in self.units:
+                for module in unit.modules:
+                    module.path = cache.write_module(directory, module.name, module.source)
+            self._update_status()
+            for unit in self.units:
+                if all(cache.is_compiled(m.path, m.signatures) for m in unit.modules) and self._load_cached(unit):
+                    continue
+                self._submit(unit)
+        except Exception as exc:  # code generation or the cache folder: the interpreter keeps answering
+            _log.exception("nbdiff: preparing compilation failed")
+            self._fail(f"preparing the kernels failed: {type(exc).__name__}: {exc}")
+
+    def _load_cached(self, unit: Unit) -> bool:
+        """Load a unit compiled before; False (and no event) when Numba's cache lacks it after all."""
+        start = perf_counter()
+        try:
+            with _gentle_switching():
+                for m in unit.modules:
+                    m.dispatcher = cache.load_compiled(m.path, m.name, m.signatures, m.function)
+        except cache.CacheMiss:
+            return False
+        except Exception as exc:
+            self._unit_failed(unit, f"loading the cached kernel failed: {type(exc).__name__}: {exc}")
+            return True
+        self._emit(unit, "cached", perf_counter() - start)
+        self._unit_finished()
+        return True
+
+    def _submit(self, unit: Unit) -> None:
+        from nbdiff.backends.worker import CompileJob, compile_worker
+
+        self._emit(unit, "queued")
+        unit.pending = len(unit.modules)
+        worker = compile_worker()
+        for module in unit.modules:
+            job = CompileJob(
+                str(module.path), module.name, module.function, module.signatures, f"{unit.name} of {self._label()}"
+            )
+            worker.submit(
+                job,
+                on_start=lambda unit=unit: self._started(unit),
+                on_done=lambda result, unit=unit, module=module: self._compiled(unit, module, result),
+            )
+
+    def _started(self, unit: Unit) -> None:
+        with self._lock:
+            if unit.state != "queued":
+                return
+            unit.started = perf_counter()
+        self._emit(unit, "compiling")
+
+    def _compiled(self, unit: Unit, module: Module, result: Any) -> None:
+        """A worker result for one of the unit's modules: load it here (ms) once all the unit's are compiled."""
+        with self._lock:
+            if unit.state == "failed":
+                return
+            unit.compile_seconds += result.seconds
+            unit.pending -= 1
+            done = unit.pending == 0
+        if not result.ok:
+            folder = self._compile_reproducer(module, result.error)
+            self._unit_failed(unit, f"compiling failed: {result.error}{folder}")
+            return
+        if not done:
+            return
+        try:
+            with _gentle_switching():
+                for m in unit.modules:
+                    m.dispatcher = cache.load_compiled(m.path, m.name, m.signatures, m.function)
+        except Exception as exc:
+            self._unit_failed(unit, f"loading the compiled kernel failed: {type(exc).__name__}: {exc}")
+            return
+        if unit.state == "queued":  # the worker may answer before its "started" message is handled
+            self._emit(unit, "compiling")
+        self._emit(unit, "ready", unit.compile_seconds)
+        self._unit_finished()
+
+    def _compile_reproducer(self, module: Module, error: str) -> str:
+        try:
+            folder = cache.write_reproducer(
+                cache.cache_directory(), module.name, module.source, [], None, error, module.signatures
+            )
+        except Exception as exc:
+            return f" (no reproducer: {exc})"
+        return f" (reproducer: {folder})"
+
+    def _unit_failed(self, unit: Unit, reason: str) -> None:
+        with self._lock:
+            if unit.state == "failed":
+                return
+            unit.failure = reason
+        self._emit(unit, "failed", reason=reason)
+        self._unit_finished()
+
+    def _unit_finished(self) -> None:
+        """Once every unit is finished, hand the runner (or the first failure) to the function."""
+        with self._lock:
+            if self._finished or any(u.state not in FINISHED for u in self.units):
+                return
+            self._finished = True
+        failed = [u for u in self.units if u.state == "failed"]
+        if failed:
+            self.function._fall_back(f"kernel {failed[0].name}: {failed[0].failure}")
+            return
+        try:
+            runner = self._runner()
+        except Exception as exc:
+            self.function._fall_back(f"assembling the compiled function failed: {type(exc).__name__}: {exc}")
+            return
+        self.function._install(runner)
+
+    def _runner(self) -> CompiledPlan | EntryRunner:
+        if self.units[0].entry is not None:
+            unit = self.units[0]
+            return EntryRunner(unit.entry, unit.modules[0].dispatcher, unit)  # type: ignore[arg-type]
+        runners = {}
+        for unit in self.units:
+            serial = unit.modules[0].dispatcher
+            parallel = unit.modules[1].dispatcher if len(unit.modules) > 1 else None
+            runners[id(unit.kernel.node)] = KernelRunner(unit.kernel.op, serial, parallel)  # type: ignore[union-attr]
+        return CompiledPlan(self.function._plan, runners, self.units)
+
+    # -- reporting ----------------------------------------------------------------------------------------------
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        self.function._fall_back(reason)
+
+    def _update_status(self) -> None:
+        done = sum(u.state in FINISHED for u in self.units)
+        self.function._set_compiling(done, len(self.units))
+
+    def _emit(self, unit: Unit, state: str, seconds: float | None = None, reason: str = "") -> None:
+        unit.state = state
+        if state in FINISHED:
+            self._update_status()
+        self.function._emit(KernelEvent(self._label(), unit.name, state, seconds, reason))
+
+    def _label(self) -> str:
+        return self.function._label()
+
+
+@contextlib.contextmanager
+def _gentle_switching() -> Iterator[None]:
+    """Let the user's thread take the GIL back every millisecond while this thread imports Numba or loads kernels
+    (measured: importing Numba in a thread stalls the main thread up to ~20 ms at the default 5 ms interval)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, LOAD_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def start(function: Function, backend: str, fastmath: bool = False) -> CpuCompilation | None:
+    """Start compiling ``function`` in the background for ``backend`` ("auto" or "cpu"); None when "auto" finds
+    no Numba. "cpu" without Numba raises ``BackendError``."""
+    if not numba_available():
+        if backend == "cpu":
+            raise BackendError(
+                "function: backend='cpu' needs Numba, which is not installed (pip install numba); "
+                "backend='auto' or 'numpy' runs the NumPy interpreter"
+            )
+        return None
+    return CpuCompilation(function, fastmath=fastmath)

@@ -22,6 +22,7 @@ from nbdiff.function import Function
 from nbdiff.runtime.events import ENTRY_POINT, EventError, KernelEvent, KernelState, count_states, kernel_states
 
 INTERPRETED = "interpreted (NumPy)"
+IN_ENTRY_POINT = "in the entry point"  # a kernel compiled as part of the whole-function entry point
 STATE_LABELS = {
     "queued": "queued",
     "compiling": "compiling",
@@ -93,7 +94,11 @@ def status_rows(function: Any, events: Sequence[KernelEvent]) -> list[KernelRow]
     for position, kernel in enumerate(getattr(function, "kernels", None) or []):
         name = kernel_label(kernel, position)
         known.append(name)
-        rows.append(_row(name, states.get(name), _kernel_detail(kernel)))
+        detail = _kernel_detail(kernel)
+        if name not in states and ENTRY_POINT in states:  # compiled inside the whole-function entry point
+            rows.append(KernelRow(name, IN_ENTRY_POINT, "", "", detail))
+        else:
+            rows.append(_row(name, states.get(name), detail))
     for name, summary in states.items():
         if name not in known:
             detail = "whole-function entry point" if name == ENTRY_POINT else ""

@@ -200,6 +200,10 @@ def server_environment(base: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p)
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         env[name] = str(base / name.lower())
+    # The notebook compiles as a user's would (the unit tests' NBDIFF_COMPILE=0 must not reach it), into a cache
+    # of its own, so the status panel is seen going from interpreting through compiling to compiled.
+    env["NBDIFF_COMPILE"] = "1"
+    env["NBDIFF_CACHE_DIR"] = str(base / "nbdiff-cache")
     return env
 
 

@@ -14,7 +14,13 @@ import pytest
 import nbdiff as nd
 from nbdiff.errors import InputError
 from nbdiff.runtime.events import EventError, EventLog, KernelEvent, count_states, kernel_states
-from nbdiff.widgets.status_view import INTERPRETED, format_seconds, render_status_html, status_rows
+from nbdiff.widgets.status_view import (
+    IN_ENTRY_POINT,
+    INTERPRETED,
+    format_seconds,
+    render_status_html,
+    status_rows,
+)
 
 
 def event(kernel: str, state: str, at: float, seconds: float | None = None, reason: str = "") -> KernelEvent:
@@ -212,10 +218,19 @@ def test_rows_list_fused_kernels_then_kernels_only_events_name():
         status="interpreting",
         backend="numpy",
     )
-    rows = status_rows(fake, [event("k1", "queued", 1.0), event("function", "queued", 1.0)])
+    rows = status_rows(fake, [event("k1", "queued", 1.0), event("k2", "queued", 1.0)])
     assert [(r.kernel, r.state, r.detail) for r in rows] == [
         ("k0", INTERPRETED, "fused, 3 ops"),
         ("k1", "queued", "fused, 1 ops"),
+        ("k2", "queued", ""),
+    ]
+
+
+def test_rows_show_kernels_compiled_inside_the_entry_point():
+    fake = SimpleNamespace(kernels=[SimpleNamespace(name="k0", members=[1, 2, 3])], graph=None, status="compiled")
+    rows = status_rows(fake, [event("function", "queued", 1.0)])
+    assert [(r.kernel, r.state, r.detail) for r in rows] == [
+        ("k0", IN_ENTRY_POINT, "fused, 3 ops"),
         ("function", "queued", "whole-function entry point"),
     ]
 

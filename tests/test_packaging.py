@@ -7,6 +7,7 @@ everything.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -183,6 +184,18 @@ def test_readme_example_runs_and_is_right():
     np.testing.assert_allclose(namespace["value"], np.sum(t**2), rtol=1e-12)
     np.testing.assert_allclose(namespace["gradient"], 2 * t * (1 - t**2), rtol=1e-12)
     np.testing.assert_allclose(namespace["hessian_v"], 2 * (1 - t**2) * (1 - 3 * t**2) * v0, rtol=1e-12)
+
+
+def test_readme_example_compiles_in_a_fresh_process(tmp_path):
+    """With compilation on (as for a user), the README's function reaches "compiled" and then answers from Numba."""
+    intro = (REPO / "README.md").read_text().split("\n## ")[0]
+    (example,) = code_blocks(intro, "python")
+    call_again = "f(np.array([0.0, 0.5, 1.0]), np.array([1.0, 0.0, 0.0]))"
+    script = f"{example}\n{call_again}\nprint('STATUS', f.status, f.backend)\n"
+    environment = {**os.environ, "NBDIFF_COMPILE": "1", "NBDIFF_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "STATUS compiled cpu" in done.stdout, done.stdout
 
 
 def test_readme_setup_has_two_commands_and_ci_runs_the_test_command():

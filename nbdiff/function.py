@@ -113,6 +113,9 @@ class Function:
                 self._fast = getattr(candidate, "fast", None)
         if problem is not None:
             self.backend = "numpy"
+            mismatched = getattr(candidate, "mismatched", None)
+            if mismatched is not None and self._compilation is not None:
+                self._compilation.report_mismatch(mismatched, problem)  # the status panel shows the failed kernel
             return self._plan.run(arrays)
         self.backend = candidate.backend
         return results

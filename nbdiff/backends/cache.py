@@ -48,35 +48,58 @@ def cache_directory() -> Path:
     return Path(configured or default_cache_dir()).expanduser()
 
 
-def kernels_directory() -> Path:
-    """Where kernel modules live: one folder per Python minor version (the generated text may depend on it)."""
-    return cache_directory() / f"kernels-py{sys.version_info.major}{sys.version_info.minor}"
+def kernels_directory(root: Path | None = None) -> Path:
+    """Where kernel modules live: one folder per Python minor version (the generated text may depend on it), in
+    ``root`` (default: ``cache_directory()``)."""
+    return (root or cache_directory()) / f"kernels-py{sys.version_info.major}{sys.version_info.minor}"
 
 
-def reproducers_directory() -> Path:
-    """Where ``write_reproducer`` folders go by default."""
-    return cache_directory() / "reproducers"
+def reproducers_directory(root: Path | None = None) -> Path:
+    """Where ``write_reproducer`` folders go, in ``root`` (default: ``cache_directory()``)."""
+    return (root or cache_directory()) / "reproducers"
 
 
 def write_module(directory: Path, name: str, source: str) -> Path:
     """``<directory>/<name>.py`` holding ``source``, written atomically; an identical file is left untouched (its
     modification time is part of Numba's cache key: rewriting it would throw the compiled code away)."""
     path = Path(directory) / f"{name}.py"
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        if path.read_text(encoding="utf-8") == source:
-            return path
-    _write_atomically(path, source)
+    if _same_text(path, source):
+        return path
+    _write_atomically(path, source, keep_same=True)
     return path
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path`` (readers never see half)."""
+def _same_text(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write_atomically(path: Path, text: str, keep_same: bool = False) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path`` (readers never see half).
+
+    With ``keep_same``, a file that another thread or process put at ``path`` meanwhile with the same text is
+    kept: the temporary file is linked into place only where none exists (two functions of one structure created
+    at once write the same module; replacing the first writer's file would change its modification time, and
+    Numba's cache would then miss what the worker had just compiled from it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             file.write(text)
-        os.replace(temporary, path)
+        if keep_same:
+            try:
+                os.link(temporary, path)  # atomic, and fails where path exists
+            except FileExistsError:
+                if not _same_text(path, text):
+                    os.replace(temporary, path)
+            except OSError:  # no hard links on this file system
+                os.replace(temporary, path)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        else:
+            os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
@@ -209,6 +232,7 @@ def write_reproducer(
     reason: str,
     signatures: Sequence[str] = (),
     outputs: Sequence[int] = (),
+    function: str = "kernel",
 ) -> Path:
     """A self-contained folder ``<directory>/<name>-<time>/`` that replays a kernel with ``python reproduce.py``
     (NumPy and Numba only): ``kernel.py``, ``arguments.npz``, ``expected.npz`` (when given), ``README.txt``.
@@ -216,11 +240,14 @@ def write_reproducer(
     ``arguments`` are the kernel's call arguments in order (arrays and scalars); those at positions ``outputs``
     are output buffers, recorded by dtype and shape and allocated afresh (filled with NaN where the dtype allows,
     so an element the kernel never writes shows). ``expected[j]`` is the interpreter's value of output
-    ``outputs[j]``. With no arguments (a compile failure) the script compiles ``signatures`` so the error shows."""
+    ``outputs[j]``; with no ``outputs``, ``expected`` are the values the call returns (a whole-function entry
+    point returns a tuple). ``function`` is the module's compiled function (``kernel``, or ``entry``). With no
+    arguments (a compile failure) the script compiles ``signatures`` so the error shows."""
     folder = _new_folder(Path(directory), name)
     (folder / "kernel.py").write_text(source, encoding="utf-8")
     manifest, arrays = _record_arguments(arguments, outputs)
     manifest["signatures"] = list(signatures)
+    manifest["function"] = function
     arrays["manifest"] = np.array(json.dumps(manifest))
     np.savez(folder / "arguments.npz", **arrays)
     if expected is not None:
@@ -296,12 +323,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOLERANCE = {}
 
 
-def load_kernel():
+def load_kernel(function):
     spec = importlib.util.spec_from_file_location("nbdiff_reproducer_kernel", os.path.join(HERE, "kernel.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.kernel
+    return getattr(module, function)
 
 
 def fresh_output(dtype, shape):
@@ -356,7 +383,7 @@ def compare(j, got, expected):
 def main():
     saved = np.load(os.path.join(HERE, "arguments.npz"))
     manifest = json.loads(str(saved["manifest"]))
-    kernel = load_kernel()
+    kernel = load_kernel(manifest.get("function", "kernel"))
     if not manifest["arguments"]:
         for signature in manifest["signatures"]:
             print("compiling kernel for signature %s" % signature)
@@ -364,15 +391,23 @@ def main():
         print("compiled: no error")
         return 0
     values = arguments(saved, manifest)
-    kernel(*values)
-    results = [values[i] for i in manifest["outputs"]]
+    returned = kernel(*values)
+    if manifest["outputs"]:  # a kernel writes its outputs into buffers
+        results = [values[i] for i in manifest["outputs"]]
+        where = ["argument %d" % i for i in manifest["outputs"]]
+    else:  # an entry point returns them
+        results = list(returned) if isinstance(returned, tuple) else [returned]
+        where = ["returned" for _ in results]
     for j, result in enumerate(results):
-        print("output %d (argument %d):" % (j, manifest["outputs"][j]))
+        print("output %d (%s):" % (j, where[j]))
         print(result)
     expected_path = os.path.join(HERE, "expected.npz")
     if not os.path.exists(expected_path):
         return 0
     expected = np.load(expected_path)
+    if len(expected.files) != len(results):
+        print("%d outputs, expected %d: MISMATCH" % (len(results), len(expected.files)))
+        return 1
     agree = [compare(j, result, expected["expected%d" % j]) for j, result in enumerate(results)]
     print("agree" if all(agree) else "MISMATCH")
     return 0 if all(agree) else 1

@@ -55,6 +55,7 @@ class _Pending:
     job: CompileJob
     on_start: Callable[[], None]
     on_done: Callable[[CompileResult], None]
+    process: subprocess.Popen | None = None  # the worker process the job was sent to
 
 
 class CompileWorker:
@@ -79,7 +80,7 @@ class CompileWorker:
             process = self._running_process()
             job_id = self._next_id
             self._next_id += 1
-            self._pending[job_id] = _Pending(job, on_start, on_done)
+            self._pending[job_id] = _Pending(job, on_start, on_done, process)
             message = json.dumps({"id": job_id, **asdict(job)}) + "\n"
             try:
                 process.stdin.write(message)  # type: ignore[union-attr]
@@ -143,9 +144,9 @@ class CompileWorker:
                 continue
             _call_safely(pending, message)
         code = process.wait()
-        with self._lock:
-            orphans = list(self._pending.values())
-            self._pending.clear()
+        with self._lock:  # only this process's jobs: a new worker may already have others
+            orphaned = [job_id for job_id, pending in self._pending.items() if pending.process is process]
+            orphans = [self._pending.pop(job_id) for job_id in orphaned]
             if self._process is process:
                 self._process = None
         reason = f"the compile worker process exited (code {code}) before finishing"
@@ -171,6 +172,7 @@ def _worker_environment() -> dict[str, str]:
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = environment.get("PYTHONPATH")
     environment["PYTHONPATH"] = package_root if not path else package_root + os.pathsep + path
+    environment.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")  # no terminal colours in f.status
     return environment
 
 

@@ -17,11 +17,14 @@ fused kernels (matmul through its BLAS, indexing, shape ops), which are compiled
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -387,6 +390,7 @@ class CpuCompilation:
                 if all(cache.is_compiled(m.path, m.signatures) for m in unit.modules) and self._load_cached(unit):
                     continue
                 self._submit(unit)
+            import_numba_gently()  # while the worker compiles, so loading its results takes milliseconds
         except Exception as exc:  # code generation or the cache folder: the interpreter keeps answering
             _log.exception("nbdiff: preparing compilation failed")
             self._fail(f"preparing the kernels failed: {type(exc).__name__}: {exc}")
@@ -395,6 +399,7 @@ class CpuCompilation:
         """Load a unit compiled before; False (and no event) when Numba's cache lacks it after all."""
         start = perf_counter()
         try:
+            import_numba_gently()
             with _gentle_switching():
                 for m in unit.modules:
                     m.dispatcher = cache.load_compiled(m.path, m.name, m.signatures, m.function)
@@ -535,6 +540,37 @@ class CpuCompilation:
 
     def _label(self) -> str:
         return self.function._label()
+
+
+def import_numba_gently() -> None:
+    """Import Numba in this (background) thread with as little hold on the GIL as possible: the 1 ms switch
+    interval, and llvmlite's shared library opened first by a ctypes call, which releases the GIL (opening it is
+    35-45 ms of relocations here, which ``ctypes.CDLL`` inside llvmlite would do holding the GIL)."""
+    if "numba" in sys.modules:
+        return
+    with _gentle_switching():
+        _preload_llvmlite()
+        import numba  # noqa: F401
+
+
+def _preload_llvmlite() -> None:
+    """``dlopen`` llvmlite's library through a foreign call (GIL released); llvmlite's own load then finds it open.
+    POSIX only; on any failure llvmlite opens it itself, as without this."""
+    if os.name != "posix":
+        return
+    try:
+        spec = importlib.util.find_spec("llvmlite")
+        if spec is None or spec.origin is None:
+            return
+        libraries = sorted(Path(spec.origin).parent.joinpath("binding").glob("libllvmlite.*"))
+        if not libraries:
+            return
+        libc = ctypes.CDLL(None)
+        libc.dlopen.restype = ctypes.c_void_p
+        libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        libc.dlopen(os.fsencode(libraries[0]), os.RTLD_NOW | os.RTLD_LOCAL)
+    except (OSError, AttributeError, ImportError, ValueError):
+        return
 
 
 @contextlib.contextmanager

@@ -29,6 +29,8 @@ from typing import IO, Callable
 
 from nbdiff.backends import cache
 
+WORKER_NICENESS = 10  # how much lower the worker's scheduling priority is than the notebook's
+
 
 @dataclass(frozen=True)
 class CompileJob:
@@ -235,6 +237,8 @@ def main() -> None:
     """The worker process: the protocol on stdin/stdout; anything else printed goes to stderr (the log)."""
     answers = sys.stdout
     sys.stdout = sys.stderr  # a library printing must not corrupt the protocol
+    if hasattr(os, "nice"):
+        os.nice(WORKER_NICENESS)  # the user's process wins a contended core; an idle machine compiles at full speed
     import numba  # noqa: F401  (imported once, before the first job, so the first job's time is compile time)
 
     serve(sys.stdin, answers)

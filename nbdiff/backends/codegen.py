@@ -17,8 +17,9 @@ Constants are kernel *arguments* (inputs of the fused node), so the generated te
 structure. Dtype constructors are spelled ``np.<dtype>`` (``np.bool_`` for bool): targets import NumPy as ``np``.
 
 ``kernel_layout`` decides, from the inputs' run-time shapes, whether the flat-loop layout applies: every input
-the loop reads has the loop's size (passed as a flat array) or size 1 (passed as a scalar), and every trailing
-``Sum`` reduces all axes. Anything else is left to the interpreter (``supports`` says so).
+the loop reads has the loop's size (passed as a flat array), size 1 (passed as a scalar) or broadcasts to the loop
+shape along some axes (expanded by the caller, then passed flat), and every trailing ``Sum`` reduces all axes.
+Anything else is left to the interpreter (``supports`` says so).
 """
 
 from __future__ import annotations
@@ -193,14 +194,17 @@ class Layout:
     """How a flat-loop kernel runs ``op`` on inputs of given shapes.
 
     ``read`` are the inputs passed to the kernel (``read_inputs``) and ``scalar`` says, for each, whether it is
-    passed as a scalar (size 1) rather than a flat array of ``size`` elements. ``outputs`` is the interpreter's
-    ``(dtype, shape)`` of each output; ``reduced`` marks the outputs that are trailing sums.
+    passed as a scalar (size 1) rather than a flat array of ``size`` elements; ``expand`` marks the inputs
+    broadcast along some axes only (a bias ``(n,)`` added to ``(m, n)``), which the caller expands to the loop
+    shape before flattening. ``outputs`` is the interpreter's ``(dtype, shape)`` of each output; ``reduced`` marks
+    the outputs that are trailing sums.
     """
 
     loop_shape: tuple[int, ...]
     size: int
     read: tuple[int, ...]
     scalar: tuple[bool, ...]
+    expand: tuple[bool, ...]
     outputs: tuple[tuple[str, tuple[int, ...]], ...]
     reduced: tuple[bool, ...]
 
@@ -252,6 +256,7 @@ def _analyse(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> Layout |
         size=size,
         read=read,
         scalar=tuple(math.prod(shapes[r]) == 1 for r in read),
+        expand=tuple(math.prod(shapes[r]) not in (1, size) for r in read),
         outputs=tuple(outputs),
         reduced=tuple(reduction is not None for reduction in op.reductions),
     )
@@ -276,7 +281,8 @@ def _shape_problem(op: FusedElemwise, shapes: list[tuple[int, ...]], loop: tuple
 
 
 def _read_problem(shape: tuple[int, ...], loop: tuple[int, ...], size: int, what: str) -> str | None:
-    """Why a value of ``shape`` cannot be read element ``i`` by element ``i`` (flat) or as a scalar in ``loop``."""
+    """Why a value of ``shape`` cannot be read in ``loop``: flat (its size), as a scalar (size 1), or expanded by
+    the caller (broadcast along some axes); None when it can."""
     if shape == loop:
         return None
     try:
@@ -285,8 +291,6 @@ def _read_problem(shape: tuple[int, ...], loop: tuple[int, ...], size: int, what
         broadcast = None
     if broadcast != loop:
         return f"{what} has shape {shape}, which does not broadcast to the loop shape {loop} without a reduction"
-    if math.prod(shape) not in (1, size):
-        return f"{what} has shape {shape}, broadcast to {loop} along some axes: not supported by this kernel layout"
     return None
 
 

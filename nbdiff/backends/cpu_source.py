@@ -30,7 +30,7 @@ from nbdiff.backends.codegen import (
 )
 from nbdiff.ops.fused import FusedElemwise
 
-GENERATOR_VERSION = 1  # part of every module's name: a changed generator never reuses an old module or its cache
+GENERATOR_VERSION = 2  # part of every module's name: a changed generator never reuses an old module or its cache
 # ``fastmath=True`` enables these LLVM flags: everything but "nnan" and "ninf", so NaN and infinity keep their
 # meaning (maximum, minimum and clip propagate NaN as NumPy does; ``x != x`` is not folded away).
 FASTMATH_FLAGS = ("afn", "arcp", "contract", "nsz", "reassoc")
@@ -39,14 +39,15 @@ CALLING_CONVENTION = """\
 Calling convention: kernel(n, <inputs>, <outputs>)
 - n: the number of elements of the loop shape (the shape every member's result has).
 - inputs: each input the loop reads, in input order (parameters in<r>, r = the fused node's input position),
-  either as a 1-D contiguous array of n elements (the caller ravels a full-shape input in C order) or as a
-  scalar value of the input's dtype (a size-1 input: a constant, a broadcast scalar). Numba compiles one
+  either as a 1-D contiguous array of n elements (the caller ravels a full-shape input in C order, after
+  expanding an input broadcast along some axes to the loop shape) or as a scalar value of the input's dtype (a
+  size-1 input: a constant, a broadcast scalar). Numba compiles one
   specialisation per combination. Inputs the loop does not read (a fill's shape source) are not passed.
 - outputs, in output order, preallocated by the caller: out<j>, a 1-D array of n elements of the output's dtype,
   for an elementwise result; sum<j>, a 1-element array of the sum's dtype, for a result reduced by a trailing
   Sum over all axes (float32 sums accumulate in float64). The caller reshapes them to the interpreter's shapes.
-Kernels with a trailing sum over some axes only, or inputs broadcast along some axes only, do not fit this
-layout: nbdiff.backends.codegen.supports() says so and the interpreter runs them."""
+Kernels with a trailing sum over some axes only do not fit this layout: nbdiff.backends.codegen.supports() says
+so and the interpreter runs them."""
 
 
 def module_name(op: FusedElemwise, *, parallel: bool, fastmath: bool) -> str:
@@ -158,9 +159,14 @@ def kernel_arguments(op: FusedElemwise, arrays: Sequence[np.ndarray]) -> tuple[L
     (``UnsupportedKernel`` when the shapes do not fit a flat loop). ``arrays`` must have the kernel's dtypes."""
     layout = kernel_layout(op, [a.shape for a in arrays])
     args: list[object] = [layout.size]
-    for r, scalar in zip(layout.read, layout.scalar):
+    for r, scalar, expand in zip(layout.read, layout.scalar, layout.expand):
         array = arrays[r]
-        args.append(array.reshape(())[()] if scalar else np.ascontiguousarray(array).reshape(-1))
+        if scalar:
+            args.append(array.reshape(())[()])
+        elif expand:  # broadcast along some axes: one copy at the loop's shape (reshaping the view copies)
+            args.append(np.broadcast_to(array, layout.loop_shape).reshape(-1))
+        else:
+            args.append(np.ascontiguousarray(array).reshape(-1))
     args += [
         np.empty(1 if reduced else layout.size, dtype=dtype)
         for (dtype, _), reduced in zip(layout.outputs, layout.reduced)

@@ -223,6 +223,10 @@ class IndexAdd(Op):
             out[index] = g  # basic indices and masks reach each position at most once
         return (out,)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """``x``'s shape."""
+        return [input_dims[0]]
+
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (gz,) = output_grads
         x, _, *arrays = node.inputs
@@ -395,6 +399,10 @@ class AddAlongAxis(Op):
             return (flat.reshape(arr.shape),)
         np.add.at(out, along_axis_index(arr.shape, indices, self.axis), g)
         return (out,)
+
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """``arr``'s shape (so the softmax gradient that follows fuses with it)."""
+        return [input_dims[0]]
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (gz,) = output_grads

@@ -315,35 +315,40 @@ def test_partial_sum_is_not_supported():
         cpu_module_source(kernel.op, parallel=False, fastmath=False)
 
 
-def test_inputs_broadcast_along_some_axes_are_not_supported():
-    """A vector broadcast along a matrix's rows cannot be read by the loop's flat index; a size-1 one can."""
+def test_inputs_broadcast_along_some_axes_are_expanded():
+    """A vector broadcast along a matrix's rows is expanded to the loop shape by the caller; a size-1 one is a
+    scalar; a same-size one is read by the flat index as it is."""
     m, v = nd.matrix("m"), nd.vector("v")
     f = nd.function([m, v], [nd.exp(m + v) * 2.0])
     (kernel,) = f.kernels
     assert [i.label() for i in kernel.inputs][:2] == ["m", "v"]
-    assert not supports(kernel.op, [(3, 4), (4,), ()])
-    assert "along some axes" in why_unsupported(kernel.op, [(3, 4), (4,), ()])
-    assert supports(kernel.op, [(3, 4), (1,), ()])
-    assert supports(kernel.op, [(1, 4), (4,), ()])  # the same size: one flat index reads both
-    assert not supports(kernel.op, [(3, 4), (5,), ()])  # the members reject these shapes
+    layout = kernel_layout(kernel.op, [(3, 4), (4,), ()])
+    assert layout.expand[:2] == (False, True) and layout.scalar[:2] == (False, False)
+    assert kernel_layout(kernel.op, [(3, 4), (1,), ()]).scalar[:2] == (False, True)
+    same_size = kernel_layout(kernel.op, [(1, 4), (4,), ()])  # the same size: one flat index reads both
+    assert not any(same_size.expand)
+    assert "does not broadcast" in why_unsupported(kernel.op, [(3, 4), (5,), ()])
     assert not supports(kernel.op, [(3, 4), (4,)])  # too few inputs
 
 
-def test_unsupported_shapes_raise_in_run_compiled(compiled):
+def test_expanded_and_unsupported_inputs_in_run_compiled(compiled):
     m, v = nd.matrix("m"), nd.vector("v")
     f = nd.function([m, v], [nd.exp(m + v) * 2.0])
     (kernel,) = f.kernels
     op = kernel.op
-    row = [sample("float64", 12).reshape(3, 4), sample("float64", 4)]
-    arrays = kernel_inputs(f, kernel, row)
-    assert not supports(op, [a.shape for a in arrays])
     module = compiled(op)
-    with pytest.raises(UnsupportedKernel):
-        run_compiled(op, module, arrays)
-    single = kernel_inputs(f, kernel, [row[0], np.asarray([0.3])])
-    assert_agrees(op, single, run_compiled(op, module, single))
+    for row in (
+        [sample("float64", 12).reshape(3, 4), sample("float64", 4)],
+        [sample("float64", 12).reshape(3, 4), np.asarray([0.3])],
+    ):
+        arrays = kernel_inputs(f, kernel, row)
+        assert supports(op, [a.shape for a in arrays])
+        assert_agrees(op, arrays, run_compiled(op, module, arrays))
+    arrays = kernel_inputs(f, kernel, [sample("float64", 12).reshape(3, 4), sample("float64", 4)])
     with pytest.raises(UnsupportedKernel, match="float32"):
-        run_compiled(op, module, [a.astype("float32") for a in single])
+        run_compiled(op, module, [a.astype("float32") for a in arrays])
+    with pytest.raises(UnsupportedKernel, match="does not broadcast"):
+        run_compiled(op, module, [arrays[0], np.ones(5), *arrays[2:]])
 
 
 # ---------------------------------------------------------------------------------------------------------------

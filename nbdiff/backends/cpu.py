@@ -249,30 +249,20 @@ class EntryRunner:
         self.cache_root = cache_root  # the cache folder whose reproducers/ gets mismatches (None: the current one)
         self.constants = entry_constants(entry)
         self.boxers = [_scalar_boxer(dtype) for dtype in entry.output_dtypes]
-        self.accepted: set[tuple[type, ...]] = set()  # argument types seen to need no conversion
+        self.fast: Callable[[tuple], list[np.ndarray] | None] | None = None  # set by ``learn``
 
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         values = self.dispatcher(*(a.reshape(())[()] for a in arrays), *self.constants)
         return [box(v) for box, v in zip(self.boxers, values)]
 
-    def fast(self, args: tuple) -> list[np.ndarray] | None:
-        """The results for raw arguments whose types are known to need no conversion; None otherwise (the
-        caller then validates and converts them, and calls ``run``)."""
-        if tuple(map(type, args)) not in self.accepted:
-            return None
-        try:
-            values = self.dispatcher(*args, *self.constants)
-        except (TypeError, OverflowError, ValueError):  # e.g. an int beyond int64: the caller's checks say why
-            return None
-        return [box(v) for box, v in zip(self.boxers, values)]
-
     def learn(self, args: tuple, arrays: Sequence[np.ndarray]) -> None:
-        """Accept these argument types on the fast path from now on if they are exactly the inputs' scalar types
-        (Python float for float64, int for int64, bool for bool, or the NumPy scalar of the input's dtype)."""
-        if len(args) != len(arrays):  # some passed by name: the fast path takes positional arguments only
+        """After a call checked and converted the normal way: if its raw arguments' types are exactly the inputs'
+        scalar types (Python float for float64, int for int64, bool for bool, or the NumPy scalar of the input's
+        dtype), later calls with the same types take ``fast``, which skips the checks and conversions."""
+        if self.fast is not None or len(args) != len(arrays):  # learnt already, or some passed by name
             return
-        if all(type(a) in _exact_types(array.dtype.name) for a, array in zip(args, arrays)):
-            self.accepted.add(tuple(map(type, args)))
+        if all(type(a) in _exact_types(array.dtype) for a, array in zip(args, arrays)):
+            self.fast = _fast_path(tuple(map(type, args)), self.dispatcher, self.constants, self.boxers)
 
     def checked_run(self, interpreter: Plan, arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
         expected = interpreter.run(arrays)
@@ -306,10 +296,40 @@ def _scalar_boxer(dtype: str) -> Callable[[Any], np.ndarray]:
     return lambda value: np.array(value, dtype=target)
 
 
-def _exact_types(dtype: str) -> tuple[type, ...]:
-    python = {"float64": float, "int64": int, "bool": bool}.get(dtype)
-    numpy_type = np.dtype(dtype).type
-    return (python, numpy_type) if python is not None else (numpy_type,)
+def _exact_types(dtype: np.dtype) -> tuple[type, ...]:
+    """The argument types that are exactly values of ``dtype``: its NumPy scalar type, and Python's own."""
+    python = {np.dtype("float64"): float, np.dtype("int64"): int, np.dtype("bool"): bool}.get(dtype)
+    return (python, dtype.type) if python is not None else (dtype.type,)
+
+
+def _fast_path(
+    types: tuple[type, ...], dispatcher: Any, constants: Sequence[object], boxers: Sequence[Callable]
+) -> Callable[[tuple], list[np.ndarray] | None]:
+    """A function of the raw argument tuple: the entry point's results as 0-d arrays when every argument has
+    exactly the type in ``types``, else None (the caller then checks and converts them the normal way).
+
+    It is generated for the arity at hand, because a generic type check (``tuple(map(type, args)) in seen``)
+    and a zip over the results cost 1 us of the 3 a call takes (W3): the guard is a chain of ``is`` tests."""
+    n = len(types)
+    guard = " or ".join([f"len(args) != {n}"] + [f"type(args[{i}]) is not t{i}" for i in range(n)])
+    call = ", ".join([f"args[{i}]" for i in range(n)] + [f"c{j}" for j in range(len(constants))])
+    results = ", ".join(f"b{k}(v[{k}])" for k in range(len(boxers)))
+    source = (
+        "def fast(args):\n"
+        f"    if {guard}:\n"
+        "        return None\n"
+        "    try:\n"
+        f"        v = entry({call})\n"
+        "    except (TypeError, OverflowError, ValueError):  # e.g. an int beyond int64: the checks say why\n"
+        "        return None\n"
+        f"    return [{results}]\n"
+    )
+    namespace: dict[str, Any] = {"entry": dispatcher}
+    namespace.update({f"t{i}": t for i, t in enumerate(types)})
+    namespace.update({f"c{j}": c for j, c in enumerate(constants)})
+    namespace.update({f"b{k}": b for k, b in enumerate(boxers)})
+    exec(compile(source, "<nbdiff fast path>", "exec"), namespace)
+    return namespace["fast"]
 
 
 def _sum_scales(op: FusedElemwise, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:

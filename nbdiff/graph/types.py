@@ -46,6 +46,13 @@ def as_dtype(dtype: object) -> str:
     return name
 
 
+@functools.cache
+def numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a dtype name, cached. Hot paths compare ``array.dtype`` with it: NumPy 2 computes
+    ``dtype.name`` in Python (about 4 us a read), while comparing dtype objects takes 0.1 us."""
+    return np.dtype(name)
+
+
 def is_float(dtype: str) -> bool:
     return dtype in FLOAT_DTYPES
 

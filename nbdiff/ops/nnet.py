@@ -27,7 +27,7 @@ def _float_dtype(dtype: str) -> str:
 
 def _shifted(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``x`` in its float dtype minus its finite slice maximum (0 where the maximum is infinite or the slice empty)."""
-    x = x.astype(_float_dtype(x.dtype.name), copy=False)
+    x = x if x.dtype.kind == "f" else x.astype("float64")  # float16 is no nbdiff dtype: floats are float32/64
     top = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
     top = np.where(np.isfinite(top), top, np.zeros((), x.dtype))
     return x - top, top

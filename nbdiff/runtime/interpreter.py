@@ -19,6 +19,7 @@ from nbdiff.errors import ExecutionError, NbdiffError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.traversal import paused_gc
+from nbdiff.graph.types import numpy_dtype
 
 
 class Step:
@@ -52,13 +53,13 @@ class Step:
 
     def reusable_buffer(self, storage: list) -> np.ndarray | None:
         """An input array this step may overwrite: right dtype and shape, owning its memory, referenced nowhere else."""
-        dtype = self.node.outputs[0].dtype
+        dtype = numpy_dtype(self.node.outputs[0].dtype)
         for index in self.reuse:
             array = storage[index]
             # references: the storage slot, the argument list, this local, getrefcount's argument
             if (
                 type(array) is np.ndarray
-                and array.dtype.name == dtype
+                and array.dtype == dtype
                 and array.base is None
                 and array.flags.writeable
                 and sys.getrefcount(array) <= 4
@@ -167,7 +168,11 @@ def _owned(result: np.ndarray, arrays: Sequence[np.ndarray]) -> np.ndarray:
     """Return outputs the caller may keep and modify: copy read-only views and the caller's own arrays."""
     if not isinstance(result, np.ndarray):
         return np.asarray(result)
-    if not result.flags.writeable or any(result is a or np.shares_memory(result, a) for a in arrays):
+    if not result.flags.writeable:
+        return np.array(result)
+    if result.base is None and all(a.base is None for a in arrays) and not any(result is a for a in arrays):
+        return result  # two arrays that own their memory never share it: no overlap check needed
+    if any(np.shares_memory(result, a) for a in arrays):
         return np.array(result)
     return result
 

@@ -70,7 +70,7 @@ def w1_hvp_numpy(x: np.ndarray, v: np.ndarray) -> np.ndarray:
 def bench_w1(n: int, repeats: int) -> dict:
     x = nd.vector("x")
     y = w1_graph(x)
-    f = nd.function([x], [y, nd.grad(y, x)])
+    f = nd.function([x], [y, nd.grad(y, x)], backend="numpy")
     xv = np.random.default_rng(0).uniform(-2, 2, n)
     value, grad = f(xv)
     ref_value, ref_grad = w1_numpy(xv)
@@ -82,7 +82,7 @@ def bench_w1(n: int, repeats: int) -> dict:
 def bench_hvp(n: int, repeats: int) -> dict:
     x, v = nd.vector("x"), nd.vector("v")
     hv = nd.Rop(nd.grad(w1_graph(x), x), x, v)
-    f = nd.function([x, v], hv)
+    f = nd.function([x, v], hv, backend="numpy")
     rng = np.random.default_rng(1)
     xv, vv = rng.uniform(-2, 2, n), rng.standard_normal(n)
     assert np.allclose(f(xv, vv), w1_hvp_numpy(xv, vv), rtol=1e-8, atol=1e-10)
@@ -105,7 +105,7 @@ def peak_memory(fn: Callable[[], object]) -> int:
 def bench_memory(n: int) -> dict:
     x = nd.vector("x")
     y = w1_graph(x)
-    f = nd.function([x], [y, nd.grad(y, x)])
+    f = nd.function([x], [y, nd.grad(y, x)], backend="numpy")
     xv = np.random.default_rng(0).uniform(-2, 2, n)
     f(xv)
     nd_peak = peak_memory(lambda: f(xv))
@@ -155,7 +155,7 @@ def mlp_outputs() -> tuple[list, list]:
 
 def mlp_graph():
     """The MLP step as an ``nd.function`` (default rewrites)."""
-    return nd.function(*mlp_outputs())
+    return nd.function(*mlp_outputs(), backend="numpy")
 
 
 def mlp_args(rng: np.random.Generator, batch: int, n_in: int, n_hidden: int, n_out: int) -> tuple:
@@ -190,7 +190,7 @@ def chain_seconds(length: int) -> float:
     y = x
     for i in range(length // 2):
         y = nd.tanh(y) * (1.0 + 1e-3 * (i % 7))
-    f = nd.function([x], [nd.sum(y), nd.grad(nd.sum(y), x)])
+    f = nd.function([x], [nd.sum(y), nd.grad(nd.sum(y), x)], backend="numpy")
     elapsed = time.perf_counter() - start
     value, grad = f(np.linspace(-1, 1, 5))
     assert np.all(np.isfinite(grad))

@@ -201,8 +201,8 @@ def check_same(what: str, got: Sequence[Any], expected: Sequence[Any], rtol: flo
 def nbdiff_functions(work: Workload) -> tuple[nd.Function, nd.Function]:
     """The workload with nbdiff's default rewrites and with ``rewrites=False``, checked to agree."""
     inputs, outputs = work.nbdiff()
-    rewritten = nd.function(inputs, outputs)
-    unrewritten = nd.function(inputs, outputs, rewrites=False)
+    rewritten = nd.function(inputs, outputs, backend="numpy")
+    unrewritten = nd.function(inputs, outputs, rewrites=False, backend="numpy")
     check_same(
         f"{work.name}: rewritten vs unrewritten",
         rewritten(*work.small_args),

@@ -34,7 +34,7 @@ def mixed_function(n_ops: int):
         b = values[-1 - (k * 7) % min(len(values), 6)] if k > 1 else x
         values.append(unary[k % 5](a) if k % 3 == 0 else a * b if k % 3 == 1 else a + b)
     y = nd.sum(values[-1])
-    return nd.function([x, w], [y, *nd.grad(y, [x, w])], rewrites=False)
+    return nd.function([x, w], [y, *nd.grad(y, [x, w])], rewrites=False, backend="numpy")
 
 
 def time_stages(graph, repeats: int) -> dict:

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -108,25 +109,33 @@ def _write_atomically(path: Path, text: str, keep_same: bool = False) -> None:
 
 def import_module_from(path: Path, name: str) -> ModuleType:
     """The module ``name`` imported from the file ``path`` and registered in ``sys.modules``; reused when it was
-    already imported from that file and the file has not changed since."""
+    already imported from that file and the file has not changed since.
+
+    Serialised by a lock: kernels of several functions load from different threads, and a second thread must not
+    be handed a module that the first one has registered but not yet finished executing (it has no ``kernel``
+    until its ``import numba`` returns)."""
     path = Path(path).resolve()
     stamp = _stamp(path)
-    existing = sys.modules.get(name)
-    if existing is not None and getattr(existing, "__nbdiff_origin__", None) == (str(path), stamp):
-        return existing
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {name} from {path}")
-    module = importlib.util.module_from_spec(spec)
-    module.__nbdiff_origin__ = (str(path), stamp)  # type: ignore[attr-defined]
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        if sys.modules.get(name) is module:
-            del sys.modules[name]
-        raise
-    return module
+    with _import_lock:
+        existing = sys.modules.get(name)
+        if existing is not None and getattr(existing, "__nbdiff_origin__", None) == (str(path), stamp):
+            return existing
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {name} from {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+            raise
+        module.__nbdiff_origin__ = (str(path), stamp)  # type: ignore[attr-defined]  # only once it is complete
+        return module
+
+
+_import_lock = threading.RLock()
 
 
 def _stamp(path: Path) -> list[int]:

@@ -107,6 +107,29 @@ def test_a_module_not_compiled_is_a_cache_miss(tmp_path):
         cache.load_compiled(Path(job.path), job.name, job.signatures)
 
 
+def test_threads_importing_one_module_at_once_all_get_it_complete(tmp_path):
+    # CI once saw "module ... has no attribute 'kernel'": a second thread was handed the module that a first had
+    # registered in sys.modules but not finished executing. The slow top level widens that window.
+    slow = "import time\n\ntime.sleep(0.2)\n\n\ndef kernel():\n    return 1\n"
+    path = cache.write_module(tmp_path, "worker_slow_import", slow)
+    barrier = threading.Barrier(4)
+    results: list[object] = []
+
+    def load() -> None:
+        barrier.wait()
+        try:
+            results.append(cache.import_module_from(path, "worker_slow_import").kernel())
+        except Exception as error:  # recorded, so the assertion shows it
+            results.append(error)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert results == [1, 1, 1, 1]
+
+
 def test_a_compile_error_is_answered_and_the_worker_goes_on(tmp_path, worker):
     broken, good = Answers(), Answers()
     worker.submit(module(tmp_path, "worker_child_broken", BROKEN), broken.on_start, broken.on_done)

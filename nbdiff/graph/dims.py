@@ -69,6 +69,21 @@ def joined_dim(symbols: Iterable[Dim]) -> Dim:
     return JoinedDim(label, frozenset(atoms))
 
 
+def broadcasts_into(small: tuple[Size, ...], big: tuple[Size, ...]) -> bool:
+    """Whether a value of shape ``small`` provably broadcasts to ``big`` axis by axis, without adding axes: each
+    size is equal, 1, or one of the symbols ``big``'s joined size was broadcast from."""
+    if len(small) != len(big):
+        return False
+    return all(
+        s == b or s == 1 or (isinstance(s, Dim) and isinstance(b, Dim) and _atoms(s) <= _atoms(b))
+        for s, b in zip(small, big)
+    )
+
+
+def _atoms(dim: Dim) -> frozenset:
+    return dim.atoms if isinstance(dim, JoinedDim) else frozenset((dim,))
+
+
 def fresh_dim() -> Dim:
     """A new symbol, equal to no other: an unknown size nothing is known about."""
     return Dim(f"d{next(_fresh)}")

@@ -400,14 +400,18 @@ def _relu(x: np.ndarray) -> np.ndarray:
 
 
 class Relu(UnaryElemwise):
-    """``maximum(x, 0)`` keeping x's dtype; the derivative is taken as 0 at 0."""
+    """``maximum(x, 0)`` keeping x's dtype; the derivative is taken as 0 at 0.
+
+    The derivative's mask reads the output (``relu(x) > 0`` is ``x > 0``), as Theano's does: the output is kept for
+    the forward pass anyway, so the mask fuses into the backward kernel instead of being a second output that the
+    forward kernel writes and keeps alive until the backward pass."""
 
     numpy_fn = _relu
     scalar_code = "(0 if {0} < 0 else {0})"
 
     def partials(self, node, wanted):
-        (x,) = node.inputs
-        return [_mask(greater(x, 0), _out(node))]
+        y = _out(node)
+        return [_mask(greater(y, 0), y)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nbdiff.graph.basic import Apply, Variable
-from nbdiff.graph.dims import Size
+from nbdiff.graph.dims import Size, broadcasts_into
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.provenance import Provenance, inherit
 from nbdiff.graph.traversal import paused_gc
@@ -281,6 +281,76 @@ def _worth_a_kernel(group: _Group) -> bool:
     return has_elemwise and len(group.members) >= 2
 
 
+def _sink_private_tails(
+    groups: list[_Group], grouper: _Grouper, users: dict[int, list[Apply]], graph_outputs: set[int]
+) -> None:
+    """Move members that a group computes only for one later group into that group.
+
+    The walk puts a node in the group of its producers, so the derivative mask of ``relu`` (``relu(x) > 0``) joins
+    the forward kernel and becomes a second output that is written, kept alive across the matmuls and read back by
+    the backward kernel. Such a *tail* (members none of whose results leave the group except to members of one
+    other group ``H`` whose loop the group's broadcasts into, and that only read the group's inputs or results it
+    exports anyway) moves into ``H``: the first kernel loses outputs and gains none. ``H`` waited for the group
+    already (it read the tail's results), so no cycle appears; elementwise members commute with broadcasting, so
+    computing the tail in ``H``'s loop gives the values ``H`` read before."""
+    for group in groups:
+        if group.parent is not None:
+            continue
+        targets = []
+        for node in group.members:
+            for user in users.get(id(node.outputs[0]), []):
+                owner = grouper.group_of.get(id(user))
+                target = owner.root() if owner is not None else None
+                if (
+                    target is not None
+                    and target is not group
+                    and target not in targets
+                    and broadcasts_into(group.loop, target.loop)
+                ):
+                    targets.append(target)
+        for target in targets:
+            tail = _tail_for(group, target, grouper, users, graph_outputs)
+            if not tail:
+                continue
+            moved = [node for node in group.members if id(node) in tail]
+            group.members = [node for node in group.members if id(node) not in tail]
+            target.members.extend(moved)
+            for node in moved:
+                grouper.group_of[id(node)] = target
+
+
+def _tail_for(
+    group: _Group, target: _Group, grouper: _Grouper, users: dict[int, list[Apply]], graph_outputs: set[int]
+) -> set[int]:
+    """The ids of ``group``'s members that can move into ``target`` (see ``_sink_private_tails``); empty if none."""
+    inside = {id(node): node for node in group.members}
+    tail = {
+        key for key, node in inside.items() if key not in grouper.reduction and id(node.outputs[0]) not in graph_outputs
+    }
+    changed = True
+    while changed:  # the largest set whose every user is in the tail or a non-reduction member of the target
+        changed = False
+        for key in list(tail):
+            for user in users.get(id(inside[key].outputs[0]), []):
+                owner = grouper.group_of.get(id(user))
+                in_target = owner is not None and owner.root() is target and id(user) not in grouper.reduction
+                if id(user) not in tail and not in_target:
+                    tail.discard(key)
+                    changed = True
+                    break
+    if not tail:
+        return tail
+    for key in tail:  # what the tail reads from the rest of the group must leave the group already
+        for var in inside[key].inputs:
+            producer = var.owner
+            if producer is None or id(producer) not in inside or id(producer) in tail:
+                continue
+            leaves = id(var) in graph_outputs or any(id(u) not in inside for u in users.get(id(var), []))
+            if not leaves:
+                return set()
+    return tail
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Building the kernels
 # ---------------------------------------------------------------------------------------------------------------
@@ -384,15 +454,17 @@ def fuse(graph: Graph) -> RewriteResult:
     """Replace each worthwhile group of ``graph`` by one fused node; record one firing per kernel."""
     with paused_gc():
         grouper = _Grouper(graph)
-        groups = [g for g in grouper.run(graph.nodes) if _worth_a_kernel(g)]
-        if not groups:
-            return RewriteResult(graph)
-        order = {id(node): position for position, node in enumerate(graph.nodes)}
+        groups = grouper.run(graph.nodes)
         users: dict[int, list[Apply]] = {}
         for node in graph.nodes:
             for var in node.inputs:
                 users.setdefault(id(var), []).append(node)
         graph_outputs = {id(v) for v in graph.outputs}
+        _sink_private_tails(groups, grouper, users, graph_outputs)
+        groups = [g for g in groups if _worth_a_kernel(g)]
+        if not groups:
+            return RewriteResult(graph)
+        order = {id(node): position for position, node in enumerate(graph.nodes)}
         plans = [_plan_group(g, order, users, graph_outputs, grouper.reduction) for g in groups]
         unit_of: dict[int, object] = {id(node): node for node in graph.nodes}
         unit_inputs: dict[int, list[Variable]] = {id(node): list(node.inputs) for node in graph.nodes}

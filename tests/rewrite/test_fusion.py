@@ -104,6 +104,51 @@ def test_a_member_used_outside_and_inside_keeps_its_value():
     np.testing.assert_allclose(c_value, np.sin(np.exp(xv)) * np.exp(xv) + np.exp(xv), rtol=1e-15)
 
 
+def test_a_tail_computed_only_for_a_later_kernel_moves_into_it():
+    """relu's derivative mask (relu(h) > 0) joins the backward kernel that multiplies by it, not the forward one,
+    which then writes one output instead of keeping the mask alive across the matmuls."""
+    x, W, V = nd.matrix("x"), nd.matrix("W"), nd.matrix("V")
+    b = nd.vector("b")
+    h = nd.relu(x @ W + b)
+    loss = nd.sum(nd.tanh(h @ V))
+    f = nd.function([x, W, b, V], nd.grad(loss, [W, b]), backend="numpy")
+    forward = next(k for k in f.kernels if "relu" in [m.op for m in k.members])
+    assert len(forward.outputs) == 1
+    backward = next(k for k in f.kernels if "greater" in [m.op for m in k.members])
+    assert {"greater", "mul"} <= {m.op for m in backward.members}
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=s) for s in [(5, 4), (4, 3), (3,), (3, 2)]]
+    plain = nd.function([x, W, b, V], nd.grad(loss, [W, b]), backend="numpy", rewrites=False)
+    for got, expected in zip(f(*args), plain(*args)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_a_tail_that_would_make_its_kernel_export_more_stays():
+    """A tail reading a member the kernel does not export already would add an output: nothing moves."""
+    x, W = nd.matrix("x"), nd.matrix("W")
+    a = nd.exp(x)
+    inner = nd.sin(a)  # read by the tail and by ``other``, both in the first kernel; not exported
+    other = inner + 1.0
+    tail = nd.cos(inner) * 2.0  # read only by the kernel after the matmul
+    f = nd.function([x, W], [other, (a @ W) * tail], backend="numpy", rewrites=["fusion"])
+    first = next(k for k in f.kernels if "exp" in [m.op for m in k.members])
+    assert {"exp", "sin", "cos", "add"} <= {m.op for m in first.members}
+    rng = np.random.default_rng(4)
+    xv, wv = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
+    np.testing.assert_allclose(f(xv, wv)[1], (np.exp(xv) @ wv) * np.cos(np.sin(np.exp(xv))) * 2.0, rtol=1e-12)
+
+
+def test_broadcasts_into_follows_joined_symbols():
+    from nbdiff.graph.dims import broadcasts_into, fresh_dim, joined_dim
+
+    n, m, k = fresh_dim(), fresh_dim(), fresh_dim()
+    assert broadcasts_into((n, m), (n, m))
+    assert broadcasts_into((n, 1), (n, m))
+    assert broadcasts_into((n, m), (joined_dim([n, k]), m))
+    assert not broadcasts_into((n, m), (k, m))  # unrelated symbols: nothing is known
+    assert not broadcasts_into((m,), (n, m))  # adding axes is not this relation
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trailing reductions
 # ---------------------------------------------------------------------------------------------------------------

@@ -38,10 +38,14 @@ from nbdiff.backends.cpu_source import (
     kernel_arguments,
     kernel_signature,
     module_name,
+    op_module_name,
+    op_module_source,
     shaped_outputs,
 )
 from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
 from nbdiff.errors import BackendError
+from nbdiff.graph.basic import Apply
+from nbdiff.ops.compiled import OpKernel
 from nbdiff.ops.fused import FusedElemwise
 from nbdiff.runtime.events import ENTRY_POINT, FINISHED, KernelEvent
 from nbdiff.runtime.interpreter import Plan
@@ -98,8 +102,10 @@ class Unit:
 
     name: str
     modules: list[Module]
-    kernel: Kernel | None = None  # None for the entry point
-    entry: EntryPoint | None = None
+    kernel: Kernel | None = None  # a fused kernel's unit
+    entry: EntryPoint | None = None  # the entry point's unit
+    node: Apply | None = None  # the graph node the unit runs (fused kernels and compiled ops)
+    op_kernel: OpKernel | None = None  # a compiled op's unit
     state: str = "new"
     compile_seconds: float = 0.0
     pending: int = 0
@@ -125,7 +131,26 @@ def plan_units(function: Function, fastmath: bool, fault: str | None) -> list[Un
             name = module_name(op, parallel=parallel, fastmath=fastmath)
             source, name = _with_fault(source, name, fault, "    for i in")
             modules.append(Module(name, source, "kernel", (signature,)))
-        units.append(Unit(kernel.name, modules, kernel=kernel))
+        units.append(Unit(kernel.name, modules, kernel=kernel, node=kernel.node))
+    return units + _op_units(function, fault)
+
+
+def _op_units(function: Function, fault: str | None) -> list[Unit]:
+    """One unit per node whose op describes a compiled kernel of its own (``op_kernel``), named after the op (and
+    its position among those of that op, from the second on)."""
+    units: list[Unit] = []
+    seen: dict[str, int] = {}
+    for node in function.graph.nodes:
+        describe = getattr(node.op, "op_kernel", None)
+        spec = describe(node) if describe is not None else None
+        if spec is None:
+            continue
+        count = seen[spec.name] = seen.get(spec.name, 0) + 1
+        name = spec.name if count == 1 else f"{spec.name}#{count}"
+        source, module = _with_fault(
+            op_module_source(spec), op_module_name(spec), fault, "    for r in", _shift_last_output
+        )
+        units.append(Unit(name, [Module(module, source, "kernel", (spec.signature,))], node=node, op_kernel=spec))
     return units
 
 
@@ -142,15 +167,25 @@ def _may_be_large(kernel: Kernel) -> bool:
     return int(np.prod(np.broadcast_shapes(*shapes), dtype=np.int64)) >= PARALLEL_THRESHOLD
 
 
-def _with_fault(source: str, name: str, fault: str | None, anchor: str) -> tuple[str, str]:
+def _with_fault(
+    source: str, name: str, fault: str | None, anchor: str, shift: Callable[[str], str] | None = None
+) -> tuple[str, str]:
     """The module text with the injected fault (a test hook), under a name of its own so no cache is shared."""
     if fault is None:
         return source, name
     if fault == "compile-error":
         source = source.replace(anchor, "    undefined_name_injected_by_test_hook(1)\n" + anchor, 1)
     else:
-        source = _shift_first_output(source)
+        source = (shift or _shift_first_output)(source)
     return source, f"{name}_fault_{fault.replace('-', '_')}"
+
+
+def _shift_last_output(source: str) -> str:
+    """Adds 1 to the first element of an op kernel's last output (the "wrong-values" fault): a line at the end of
+    ``kernel``, whose last parameter is an output buffer by the ``OpKernel`` convention."""
+    signature = next(line for line in source.splitlines() if line.startswith("def kernel("))
+    last = signature[len("def kernel(") : signature.rindex(")")].split(",")[-1].strip()
+    return source.rstrip("\n") + f"\n    {last}.flat[0] = {last}.flat[0] + 1\n"
 
 
 def _shift_first_output(source: str) -> str:
@@ -189,6 +224,46 @@ class KernelRunner:
             return self.op.perform(*arrays)
         return shaped_outputs(layout, args)
 
+    def sum_scales(self, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
+        """For each output, the scale of its rounding error (a trailing sum's: the sum of its terms' magnitudes)."""
+        return _sum_scales(self.op, inputs, expected)
+
+    def call_arguments(self, inputs: Sequence[np.ndarray]) -> tuple[int, list, list[int]]:
+        """For a reproducer: the module (serial 0, parallel 1), the call's arguments, the output positions."""
+        layout, arguments = kernel_arguments(self.op, inputs)
+        parallel = self.parallel is not None and layout.size >= PARALLEL_THRESHOLD
+        return int(parallel), arguments, list(range(len(arguments) - len(layout.outputs), len(arguments)))
+
+
+class OpRunner:
+    """Runs one op through its compiled ``OpKernel``; the op's ``perform`` where the kernel's adapter declines the
+    inputs or the compiled signature does not fit them."""
+
+    def __init__(self, op: Any, spec: OpKernel, dispatcher: Any):
+        self.op, self.spec, self.dispatcher = op, spec, dispatcher
+
+    def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        prepared = self.spec.arguments(arrays)
+        if prepared is None:
+            return self.op.perform(*arrays)
+        args, finish = prepared
+        try:
+            self.dispatcher(*args)
+        except TypeError:  # no compiled signature for these argument types (and compiling here is disabled)
+            return self.op.perform(*arrays)
+        return finish()
+
+    def sum_scales(self, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
+        return [None] * len(expected)
+
+    def call_arguments(self, inputs: Sequence[np.ndarray]) -> tuple[int, list, list[int]]:
+        """For a reproducer: the module (its position in the unit), the call's arguments, the output positions."""
+        prepared = self.spec.arguments(inputs)
+        if prepared is None:
+            raise UnsupportedKernel(f"{self.spec.name}: the kernel does not run these inputs")
+        args = prepared[0]  # the op's outputs are the kernel's last arguments, one buffer each
+        return 0, args, list(range(len(args) - self.op.nout, len(args)))
+
 
 class CompiledPlan:
     """The interpreter's plan with compiled kernels swapped in."""
@@ -196,7 +271,7 @@ class CompiledPlan:
     backend = "cpu"
     mismatched: str | None = None  # the kernel the agreement check found wrong
 
-    def __init__(self, plan: Plan, runners: dict[int, KernelRunner], units: list[Unit], cache_root: Any = None):
+    def __init__(self, plan: Plan, runners: dict[int, Any], units: list[Unit], cache_root: Any = None):
         self.plan = plan.with_performers(runners)
         self.runners = runners
         self.units = units
@@ -210,7 +285,7 @@ class CompiledPlan:
         is compared with its ``perform`` on the same inputs, so a mismatch names the kernel."""
         problems: list[tuple[str, str]] = []  # (kernel, reason)
 
-        def checking(unit: Unit, runner: KernelRunner) -> Callable[..., tuple[np.ndarray, ...]]:
+        def checking(unit: Unit, runner: KernelRunner | OpRunner) -> Callable[..., tuple[np.ndarray, ...]]:
             def run(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
                 expected = runner.op.perform(*inputs)  # a user's mistake raises here, as in the interpreter
                 try:
@@ -219,7 +294,7 @@ class CompiledPlan:
                     if not problems:
                         problems.append((unit.name, f"kernel {unit.name} raised {type(exc).__name__}: {exc}"))
                     return expected
-                problem = outputs_disagreement(expected, got, _sum_scales(runner.op, inputs, expected))
+                problem = outputs_disagreement(expected, got, runner.sum_scales(inputs, expected))
                 if problem is not None and not problems:
                     reason = _mismatch_reason(unit, runner, inputs, expected, problem, self.cache_root)
                     problems.append((unit.name, reason))
@@ -227,7 +302,7 @@ class CompiledPlan:
 
             return run
 
-        by_node = {id(unit.kernel.node): unit for unit in self.units if unit.kernel is not None}
+        by_node = {id(unit.node): unit for unit in self.units if unit.node is not None}
         performers = {node: checking(by_node[node], runner) for node, runner in self.runners.items()}
         # The interpreter's values flow from kernel to kernel, each compared with the compiled kernel's; when all
         # agree they are the answer (equal to the compiled one within the tolerance).
@@ -346,7 +421,7 @@ def _sum_scales(op: FusedElemwise, inputs: Sequence[np.ndarray], expected: Seque
 
 def _mismatch_reason(
     unit: Unit,
-    runner: KernelRunner,
+    runner: KernelRunner | OpRunner,
     inputs: Sequence[np.ndarray],
     expected: Sequence[np.ndarray],
     problem: str,
@@ -354,10 +429,8 @@ def _mismatch_reason(
 ) -> str:
     """The reason for a kernel's mismatch, with the path of a reproducer of the failing call."""
     try:
-        layout, arguments = kernel_arguments(runner.op, inputs)
-        parallel = runner.parallel is not None and layout.size >= PARALLEL_THRESHOLD
-        module = unit.modules[1 if parallel else 0]
-        outputs = list(range(len(arguments) - len(layout.outputs), len(arguments)))
+        position, arguments, outputs = runner.call_arguments(inputs)
+        module = unit.modules[position]
         flat = [np.ravel(e) for e in expected]
         folder = cache.write_reproducer(
             cache.reproducers_directory(root),
@@ -469,6 +542,7 @@ class CpuCompilation:
         if not done:
             return
         try:
+            import_numba_gently()  # this reader thread may get here while another thread still imports Numba
             with _gentle_switching():
                 for m in unit.modules:
                     m.dispatcher = cache.load_compiled(m.path, m.name, m.signatures, m.function)
@@ -523,11 +597,14 @@ class CpuCompilation:
         if self.units[0].entry is not None:
             unit = self.units[0]
             return EntryRunner(unit.entry, unit.modules[0].dispatcher, unit, self.root)  # type: ignore[arg-type]
-        runners = {}
+        runners: dict[int, KernelRunner | OpRunner] = {}
         for unit in self.units:
             serial = unit.modules[0].dispatcher
+            if unit.op_kernel is not None:
+                runners[id(unit.node)] = OpRunner(unit.node.op, unit.op_kernel, serial)  # type: ignore[union-attr]
+                continue
             parallel = unit.modules[1].dispatcher if len(unit.modules) > 1 else None
-            runners[id(unit.kernel.node)] = KernelRunner(unit.kernel.op, serial, parallel)  # type: ignore[union-attr]
+            runners[id(unit.node)] = KernelRunner(unit.kernel.op, serial, parallel)  # type: ignore[union-attr]
         return CompiledPlan(self.function._plan, runners, self.units, self.root)
 
     # -- reporting ----------------------------------------------------------------------------------------------
@@ -566,11 +643,21 @@ def import_numba_gently() -> None:
     """Import Numba in this (background) thread with as little hold on the GIL as possible: the 1 ms switch
     interval, and llvmlite's shared library opened first by a ctypes call, which releases the GIL (opening it is
     35-45 ms of relocations here, which ``ctypes.CDLL`` inside llvmlite would do holding the GIL)."""
-    if "numba" in sys.modules:
+    global _numba_imported
+    if _numba_imported:
         return
-    with _gentle_switching():
-        _preload_llvmlite()
-        import numba  # noqa: F401
+    with _numba_import_lock:  # "numba" is in sys.modules long before its import finishes: wait for the importer
+        if _numba_imported:
+            return
+        with _gentle_switching():
+            _preload_llvmlite()
+            import numba  # noqa: F401
+            import numba.core.compiler_lock  # noqa: F401  (what ``cache.load_compiled`` uses)
+        _numba_imported = True
+
+
+_numba_import_lock = threading.Lock()
+_numba_imported = False
 
 
 def _preload_llvmlite() -> None:

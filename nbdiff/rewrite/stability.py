@@ -53,7 +53,8 @@ from nbdiff.ops import broadcast as bc
 from nbdiff.ops import elemwise as ew
 from nbdiff.ops.broadcast import BroadcastLike, SumToLike
 from nbdiff.ops.elemwise import Add, Elemwise, Exp, Log, Log1p, Mul, Negative, Sigmoid, Sub, TrueDivide
-from nbdiff.ops.nnet import LogSoftmax, LogSumExp, Softmax
+from nbdiff.ops.indexing import AddAlongAxis, TakeAlongAxis
+from nbdiff.ops.nnet import LogSoftmax, LogSoftmaxTake, LogSoftmaxTakeGrad, LogSumExp, Softmax
 from nbdiff.ops.reduce import Sum
 from nbdiff.ops.shape import ExpandDims
 from nbdiff.rewrite.engine import rule
@@ -209,6 +210,16 @@ def log_softmax(node: Apply, facts: ShapeFacts) -> Variable | None:
     if not _is(s, Softmax):
         return None
     return _same_type(LogSoftmax(s.owner.op.axes)(_arg(s)), node.out)
+
+
+@rule(TakeAlongAxis)
+def log_softmax_take(node: Apply, facts: ShapeFacts) -> Variable | None:
+    """take_along_axis(log_softmax(x, axis), i, axis) -> log_softmax_take(x, i, axis), i of size 1 along axis"""
+    y, indices = node.inputs
+    axis = node.op.axis
+    if axis is None or not _is(y, LogSoftmax) or y.owner.op.axes != (axis,) or indices.shape[axis] != 1:
+        return None
+    return _same_type(LogSoftmaxTake(axis)(_arg(y), indices)[0], node.out)
 
 
 @rule(Log)
@@ -496,6 +507,26 @@ def exp_over_sum_exp(node: Apply, facts: ShapeFacts) -> Variable | None:
     return _rewrite_pair(node, facts, _exp_over_sum_exp, (Exp,))
 
 
+@rule(Sub)
+def log_softmax_take_gradient(node: Apply, facts: ShapeFacts) -> Variable | None:
+    """a - exp(y) * sum(a, axis, keepdims) -> log_softmax_take_grad(p, i, g), where a = add_along_axis(y, g, i, axis),
+    y = log_softmax(x, axis), p = softmax(x, axis) from log_softmax_take(x, i) and i has size 1 along axis (the
+    pullbacks of take_along_axis and log_softmax)"""
+    a, product = node.inputs
+    if not _is(a, AddAlongAxis) or not _is(product, Mul) or a.owner.op.axis is None:
+        return None
+    axis = a.owner.op.axis
+    y, g, indices = a.owner.inputs
+    if indices.shape[axis] != 1 or not _is(y, LogSoftmax) or y.owner.op.axes != (axis,):
+        return None
+    for e, total in (product.owner.inputs, reversed(product.owner.inputs)):
+        if _is(e, Exp) and _arg(e) is y and _is(total, Sum) and _arg(total) is a:
+            if total.owner.op.axes == (axis,) and total.owner.op.keepdims:
+                probabilities = LogSoftmaxTake(axis)(_arg(y), indices)[1]  # the forward rule's node: merged
+                return _same_type(LogSoftmaxTakeGrad(axis)(probabilities, indices, g), node.out)
+    return None
+
+
 VALUE_RULES = [
     log_one_plus_exp,  # before log_one_plus: softplus wins over log1p for log(1 + exp(x))
     log1p_exp,
@@ -504,6 +535,7 @@ VALUE_RULES = [
     log_sigmoid,
     log_sum_exp,
     log_softmax,
+    log_softmax_take,
     log_exp_plus_exp,
     log_one_plus,
     log_one_minus,
@@ -511,7 +543,13 @@ VALUE_RULES = [
     minus_logsumexp,
     reciprocal_one_plus_exp,
 ]
-GRADIENT_RULES = [cancel_reciprocal, exp_times_sigmoid_of_negation, exp_over_exp_sum, exp_over_sum_exp]
+GRADIENT_RULES = [
+    log_softmax_take_gradient,
+    cancel_reciprocal,
+    exp_times_sigmoid_of_negation,
+    exp_over_exp_sum,
+    exp_over_sum_exp,
+]
 
 STABILITY = register_pass(
     rule_pass(

@@ -99,12 +99,15 @@ def status_rows(function: Any, events: Sequence[KernelEvent]) -> list[KernelRow]
             rows.append(KernelRow(name, IN_ENTRY_POINT, "", "", detail))
         else:
             rows.append(_row(name, states.get(name), detail))
+    graph = getattr(function, "graph", None)
+    op_names = {node.op.name for node in getattr(graph, "nodes", ())}  # an op compiled alone is named after it
     for name, summary in states.items():
         if name not in known:
             detail = "whole-function entry point" if name == ENTRY_POINT else ""
+            if name.split("#")[0] in op_names:
+                detail = "compiled op"
             rows.append(_row(name, summary, detail))
     if not rows:
-        graph = getattr(function, "graph", None)
         size = f"{len(graph.nodes)} nodes" if graph is not None else ""
         rows.append(KernelRow(ENTRY_POINT, INTERPRETED, "", "", size))
     return rows

@@ -82,7 +82,9 @@ def test_status_events_and_backend_through_a_cold_compile():
         assert match is not None, f"status {status!r} at {kernel} {state}"
         assert int(match.group(2)) == n
         done.append(int(match.group(1)))
-    assert done == sorted(done) and done[0] == 0 and done[-1] == n - 1, done
+    assert done == sorted(done) and done[-1] == n - 1, done
+    if len(seen) == len(f.events):  # on a loaded machine the first events may precede ``subscribe``
+        assert done[0] == 0, done
 
     assert f.backend == "numpy"  # nothing compiled has answered yet
     call_both(f, reference, args, "the agreement check")
@@ -101,6 +103,43 @@ def test_nothing_to_compile_is_final_at_once():
     value = np.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(f(value), value.sum(axis=1))
     assert f.backend == "numpy"
+
+
+def cross_entropy_function(backend: str = "cpu", dtype: str = "float32") -> nd.Function:
+    """A classifier's loss and its gradient: the stability pass makes log_softmax_take and its gradient op of it."""
+    x = nd.matrix("x", dtype=dtype)
+    labels = nd.tensor("labels", dtype="int64", shape=(None, 1))
+    loss = -nd.mean(nd.take_along_axis(nd.log_softmax(x, axis=1), labels, 1))
+    return nd.function([x, labels], [loss, nd.grad(loss, x)], backend=backend)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_ops_with_a_kernel_of_their_own_compile_and_agree(dtype):
+    f, reference = cross_entropy_function(dtype=dtype), cross_entropy_function("numpy", dtype)
+    units = [unit.name for unit in plan_units(f, False, None)]
+    assert {"log_softmax_take", "log_softmax_take_grad"} <= set(units), units
+    assert f.wait(WAIT) == "compiled", f.status
+    rng = np.random.default_rng(0)
+    args = (rng.normal(size=(7, 5)).astype(dtype), rng.integers(-5, 5, (7, 1)))
+    call_both(f, reference, args, "the agreement check")
+    call_both(f, reference, args, "compiled")
+    assert (f.status, f.backend) == ("compiled", "cpu")
+    assert {"log_softmax_take", "log_softmax_take_grad"} <= {e.kernel for e in f.events if e.state == "ready"} | {
+        e.kernel for e in f.events if e.state == "cached"
+    }
+
+
+def test_inputs_an_op_kernel_declines_run_the_ops_perform():
+    """Labels broadcast past the logits (several read one row) do not fit the kernel's one-label-per-row loop."""
+    f, reference = cross_entropy_function(), cross_entropy_function("numpy")
+    assert f.wait(WAIT) == "compiled", f.status
+    rng = np.random.default_rng(1)
+    call_both(f, reference, (rng.normal(size=(4, 3)).astype("float32"), rng.integers(0, 3, (4, 1))), "checked")
+    args = (rng.normal(size=(1, 3)).astype("float32"), np.array([[2], [0], [2]]))
+    call_both(f, reference, args, "declined by the kernel's adapter")
+    assert (f.status, f.backend) == ("compiled", "cpu")
+    with pytest.raises(ShapeError, match="log_softmax_take"):  # a label out of range, from the compiled kernel
+        f(rng.normal(size=(2, 3)).astype("float32"), np.array([[0], [3]]))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -42,6 +42,21 @@ def scalar_function(backend: str = "cpu") -> nd.Function:
     return nd.function([a, b], [y, *nd.grad(y, [a, b])], backend=backend)
 
 
+def op_function(backend: str = "cpu") -> nd.Function:
+    """Picked log-probabilities: one compiled op (log_softmax_take, made by the stability pass), no fused kernel."""
+    x = nd.matrix("x", shape=(3, 4))
+    labels = nd.matrix("labels", dtype="int64", shape=(3, 1))
+    return nd.function([x, labels], nd.take_along_axis(nd.log_softmax(x, axis=1), labels, 1), backend=backend)
+
+
+OP_ARGS = (np.arange(12.0).reshape(3, 4) / 5, np.array([[0], [3], [-1]]))
+MAKERS = {
+    "kernel": (array_function, (np.linspace(-1, 1, 6),), "k0"),
+    "entry point": (scalar_function, (1.5, 2.0), ENTRY_POINT),
+    "op": (op_function, OP_ARGS, "log_softmax_take"),
+}
+
+
 def replay(folder) -> subprocess.CompletedProcess:
     """``python reproduce.py`` in a reproducer folder."""
     assert folder.is_dir(), folder
@@ -61,9 +76,9 @@ def test_inject_fault_rejects_unknown_kinds():
 # ---------------------------------------------------------------------------------------------------------------
 # A kernel that disagrees with the interpreter
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["kernel", "entry point"])
+@pytest.mark.parametrize("kind", list(MAKERS))
 def test_a_wrong_kernel_is_caught_by_the_agreement_check(kind):
-    make, args = (array_function, (np.linspace(-1, 1, 6),)) if kind == "kernel" else (scalar_function, (1.5, 2.0))
+    make, args, name = MAKERS[kind]
     with inject_fault("wrong-values"):
         f = make()
     reference = make("numpy")
@@ -71,17 +86,17 @@ def test_a_wrong_kernel_is_caught_by_the_agreement_check(kind):
     call_both(f, reference, args, "the agreement check's answer")  # the interpreter's values, not the kernel's
     status = f.status
     assert status.startswith("fallback: "), status
-    if kind == "kernel":
-        assert "kernel k0 disagrees with the interpreter" in status, status
-    else:
+    if kind == "entry point":
         assert "the compiled entry point disagrees with the interpreter" in status, status
-    assert "output 0" in status
+    else:
+        assert f"kernel {name} disagrees with the interpreter" in status, status
+    assert ("output 1" if kind == "op" else "output 0") in status  # an op's fault shifts its last output
     assert f.backend == "numpy"
     for _ in range(2):  # and from now on
         call_both(f, reference, args, "after the fallback")
         assert f.backend == "numpy" and f.status == status
     failed = [e for e in f.events if e.state == "failed"]
-    assert len(failed) == 1 and failed[0].kernel == ("k0" if kind == "kernel" else ENTRY_POINT)
+    assert len(failed) == 1 and failed[0].kernel == name
     assert "disagrees with the interpreter" in failed[0].reason
     kernel_states(f.events)  # a possible sequence: ready (or cached), then failed
 
@@ -89,7 +104,7 @@ def test_a_wrong_kernel_is_caught_by_the_agreement_check(kind):
     assert folder.parent == cache.reproducers_directory()
     assert (folder / "expected.npz").is_file()
     readme = (folder / "README.txt").read_text()
-    assert "output 0: value" in readme and "python reproduce.py" in readme, readme
+    assert "value" in readme and "python reproduce.py" in readme, readme
     done = replay(folder)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "MISMATCH" in done.stdout, done.stdout + done.stderr
@@ -132,9 +147,9 @@ def test_reproducers_go_to_the_cache_folder_in_force_where_the_function_was_crea
 # ---------------------------------------------------------------------------------------------------------------
 # A kernel that does not compile
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["kernel", "entry point"])
+@pytest.mark.parametrize("kind", list(MAKERS))
 def test_a_compile_error_falls_back_with_a_reproducer(kind):
-    make, args = (array_function, (np.linspace(-1, 1, 6),)) if kind == "kernel" else (scalar_function, (1.5, 2.0))
+    make, args, name = MAKERS[kind]
     with inject_fault("compile-error"):
         f = make()
     reasons: list[str] = []
@@ -142,7 +157,6 @@ def test_a_compile_error_falls_back_with_a_reproducer(kind):
     reference = make("numpy")
     status = f.wait(WAIT)
     assert status.startswith("fallback: "), status
-    name = "k0" if kind == "kernel" else ENTRY_POINT
     assert f"kernel {name}: compiling failed: " in status
     assert "undefined_name_injected_by_test_hook" in status  # the compile error itself
     assert "\x1b" not in status, "terminal colour codes in the status"

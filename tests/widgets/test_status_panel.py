@@ -226,6 +226,13 @@ def test_rows_list_fused_kernels_then_kernels_only_events_name():
     ]
 
 
+def test_rows_name_ops_compiled_alone():
+    node = SimpleNamespace(op=SimpleNamespace(name="log_softmax_take"))
+    fake = SimpleNamespace(kernels=[], graph=SimpleNamespace(nodes=[node]), status="compiling 0/1 kernels")
+    rows = status_rows(fake, [event("log_softmax_take", "queued", 1.0)])
+    assert [(r.kernel, r.state, r.detail) for r in rows] == [("log_softmax_take", "queued", "compiled op")]
+
+
 def test_rows_show_kernels_compiled_inside_the_entry_point():
     fake = SimpleNamespace(kernels=[SimpleNamespace(name="k0", members=[1, 2, 3])], graph=None, status="compiled")
     rows = status_rows(fake, [event("function", "queued", 1.0)])

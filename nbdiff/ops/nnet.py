@@ -223,13 +223,15 @@ class LogSoftmaxTake(Op):
 @dataclass(frozen=True, eq=False)
 class LogSoftmaxTakeGrad(Op):
     """The pullback of ``LogSoftmaxTake``: ``add_along_axis(p, g, indices) - p * g`` with ``p`` the softmax and
-    ``g`` broadcast along ``axis`` (the probabilities minus the one-hot classes, scaled by each slice's gradient)."""
+    ``g`` broadcast along ``axis`` (the probabilities minus the one-hot classes, scaled by each slice's gradient).
+    ``g`` may have fewer dimensions than the indices, as in NumPy broadcasting (a mean's 0-d seed)."""
 
     axis: int
 
     def infer(self, probabilities: Variable, indices: Variable, g: Variable) -> list[TensorType]:
         taken = _one_per_slice_shape(self, probabilities, indices)
-        if g.ndim != len(taken) or len(broadcast_shapes(self.name, g.shape, taken)) != len(taken):
+        broadcast = broadcast_shapes(self.name, g.shape, taken) if g.ndim <= len(taken) else None
+        if broadcast is None or any(t is not None and b != t for b, t in zip(broadcast, taken)):
             detail = f"the gradient's shape {g.shape} does not fit indices giving {taken}"
             raise self.error(ShapeError, detail, [probabilities, g])
         return [TensorType(probabilities.dtype, probabilities.shape)]

@@ -523,6 +523,8 @@ def log_softmax_take_gradient(node: Apply, facts: ShapeFacts) -> Variable | None
         if _is(e, Exp) and _arg(e) is y and _is(total, Sum) and _arg(total) is a:
             if total.owner.op.axes == (axis,) and total.owner.op.keepdims:
                 probabilities = LogSoftmaxTake(axis)(_arg(y), indices)[1]  # the forward rule's node: merged
+                if _is(g, BroadcastLike):  # the op broadcasts g itself (a mean's 0-d seed: no (n, 1) copy)
+                    g = _arg(g)
                 return _same_type(LogSoftmaxTakeGrad(axis)(probabilities, indices, g), node.out)
     return None
 

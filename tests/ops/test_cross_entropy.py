@@ -136,3 +136,14 @@ def test_bad_input_names_the_op():
 def test_an_out_of_range_label_is_an_error_at_call_time():
     with pytest.raises(nd.NbdiffError, match="log_softmax_take"):
         loss_function()(np.zeros((2, 3)), np.array([0, 3]))
+
+
+def test_the_gradient_op_broadcasts_a_0d_gradient():
+    p = nd.matrix("p", shape=(2, 3))
+    labels = nd.matrix("i", dtype="int64", shape=(2, 1))
+    g = nd.scalar("g")
+    f = nd.function([p, labels, g], LogSoftmaxTakeGrad(1)(p, labels, g))
+    pv = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
+    np.testing.assert_allclose(f(pv, np.array([[2], [0]]), 0.5), (np.eye(3)[[2, 0]] - pv) * 0.5, rtol=1e-14)
+    with pytest.raises(ShapeError, match="does not fit"):
+        LogSoftmaxTakeGrad(1)(p, labels, nd.matrix("g2", shape=(2, 3)))

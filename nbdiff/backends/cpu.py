@@ -32,8 +32,9 @@ import numpy as np
 
 from nbdiff.backends import cache
 from nbdiff.backends.agreement import outputs_disagreement
-from nbdiff.backends.codegen import UnsupportedKernel, read_inputs, structure_problem
+from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, read_inputs, structure_problem
 from nbdiff.backends.cpu_source import (
+    ArgumentRecipe,
     cpu_module_source,
     kernel_arguments,
     kernel_signature,
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
     from nbdiff.function import Function
     from nbdiff.rewrite.fusion import Kernel
 
+RECIPES_PER_KERNEL = 16  # input shapes whose argument recipe a compiled kernel remembers
+_UNKNOWN = object()
 PARALLEL_THRESHOLD = 100_000  # loops from this many elements run the parallel=True variant (DESIGN section 5)
 LOAD_SWITCH_INTERVAL = 0.001  # seconds: the GIL switch interval while importing Numba / loading kernels here
 FAULTS = ("wrong-values", "compile-error")  # test hooks: see ``inject_fault``
@@ -211,18 +214,33 @@ class KernelRunner:
 
     def __init__(self, op: FusedElemwise, serial: Any, parallel: Any | None):
         self.op, self.serial, self.parallel = op, serial, parallel
+        self._recipes: dict[tuple, ArgumentRecipe | None] = {}  # by the inputs' shapes; None: no flat loop fits
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        try:
-            layout, args = kernel_arguments(self.op, arrays)
-        except UnsupportedKernel:
+        shapes = tuple([a.shape for a in arrays])
+        recipe = self._recipes.get(shapes, _UNKNOWN)
+        if recipe is _UNKNOWN:
+            recipe = self._recipe(shapes)
+        if recipe is None:
             return self.op.perform(*arrays)
-        parallel = self.parallel is not None and layout.size >= PARALLEL_THRESHOLD
+        args = recipe.arguments(arrays)
+        parallel = self.parallel is not None and recipe.size >= PARALLEL_THRESHOLD
         try:
             (self.parallel if parallel else self.serial)(*args)
         except TypeError:  # no compiled signature for these argument types (and compiling here is disabled)
             return self.op.perform(*arrays)
-        return shaped_outputs(layout, args)
+        return shaped_outputs(recipe.layout, args)
+
+    def _recipe(self, shapes: tuple) -> ArgumentRecipe | None:
+        """The recipe for inputs of these shapes (None when no flat loop fits them), remembered for a few shapes."""
+        try:
+            recipe: ArgumentRecipe | None = ArgumentRecipe(kernel_layout(self.op, shapes))
+        except UnsupportedKernel:
+            recipe = None
+        if len(self._recipes) >= RECIPES_PER_KERNEL:
+            self._recipes.clear()
+        self._recipes[shapes] = recipe
+        return recipe
 
     def sum_scales(self, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
         """For each output, the scale of its rounding error (a trailing sum's: the sum of its terms' magnitudes)."""

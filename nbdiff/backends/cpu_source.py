@@ -190,20 +190,40 @@ def kernel_arguments(op: FusedElemwise, arrays: Sequence[np.ndarray]) -> tuple[L
     """The layout for these inputs and the kernel's arguments by the calling convention, output buffers last
     (``UnsupportedKernel`` when the shapes do not fit a flat loop). ``arrays`` must have the kernel's dtypes."""
     layout = kernel_layout(op, [a.shape for a in arrays])
-    args: list[object] = [layout.size]
-    for r, scalar, expand in zip(layout.read, layout.scalar, layout.expand):
-        array = arrays[r]
-        if scalar:
-            args.append(array.reshape(())[()])
-        elif expand:  # broadcast along some axes: one copy at the loop's shape (reshaping the view copies)
-            args.append(np.broadcast_to(array, layout.loop_shape).reshape(-1))
-        else:
-            args.append(np.ascontiguousarray(array).reshape(-1))
-    args += [
-        np.empty(1 if reduced else layout.size, dtype=dtype)
-        for (dtype, _), reduced in zip(layout.outputs, layout.reduced)
-    ]
-    return layout, args
+    return layout, ArgumentRecipe(layout).arguments(arrays)
+
+
+class ArgumentRecipe:
+    """How to turn input arrays of one set of shapes into a kernel's arguments, worked out once per layout: a
+    compiled call of a small kernel costs a few microseconds, and re-deriving this per call cost as much again."""
+
+    SCALAR, EXPAND, FLAT = 0, 1, 2
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.size = layout.size
+        self.reads = [
+            (r, self.SCALAR if scalar else self.EXPAND if expand else self.FLAT)
+            for r, scalar, expand in zip(layout.read, layout.scalar, layout.expand)
+        ]
+        self.buffers = [
+            (np.dtype(dtype), 1 if reduced else layout.size)
+            for (dtype, _), reduced in zip(layout.outputs, layout.reduced)
+        ]
+
+    def arguments(self, arrays: Sequence[np.ndarray]) -> list[object]:
+        """The kernel's arguments for ``arrays`` (of this recipe's shapes), output buffers last."""
+        args: list[object] = [self.size]
+        for r, kind in self.reads:
+            array = arrays[r]
+            if kind == self.FLAT:
+                args.append(np.ascontiguousarray(array).reshape(-1))
+            elif kind == self.SCALAR:
+                args.append(array.reshape(())[()])
+            else:  # broadcast along some axes: one copy at the loop's shape (reshaping the view copies)
+                args.append(np.broadcast_to(array, self.layout.loop_shape).reshape(-1))
+        args += [np.empty(size, dtype=dtype) for dtype, size in self.buffers]
+        return args
 
 
 def shaped_outputs(layout: Layout, args: Sequence[object]) -> tuple[np.ndarray, ...]:

@@ -3,8 +3,9 @@
 ``NBDIFF_DEBUG=1`` turns on debug checks (the graph verifier after every rewrite pass, and the interpreter's
 check that each result has its node's static type). ``NBDIFF_CACHE_DIR`` sets where compiled kernels are kept
 (default: ``default_cache_dir()``). ``NBDIFF_COMPILE=0`` makes ``backend="auto"`` use the interpreter only (the
-test suite sets it: most tests are about graphs, not compilation). This is the only module that reads environment
-variables.
+test suite sets it: most tests are about graphs, not compilation). ``NBDIFF_FREEZE_GC=0`` keeps the compiled
+backend from freezing the objects alive after Numba's first load out of cyclic garbage collection. This is the
+only module that reads environment variables.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Options:
     cache_dir: str | None = None  # where kernel modules and reproducers are kept; None: default_cache_dir()
     compile: bool = True  # backend="auto" compiles in the background (NBDIFF_COMPILE=0: the interpreter only)
     fastmath: bool = False  # the default of nd.function(fastmath=...): LLVM's fast-math flags but nnan/ninf
+    freeze_gc: bool = True  # after Numba's import and first kernel load, freeze the objects alive then out of
+    # cyclic garbage collection once (NBDIFF_FREEZE_GC=0: never), so full collections stop stalling the notebook
 
 
 def default_cache_dir() -> str:
@@ -45,6 +48,7 @@ def _from_environment() -> Options:
         debug=os.environ.get("NBDIFF_DEBUG", "").lower() in ("1", "true", "yes"),
         cache_dir=os.environ.get("NBDIFF_CACHE_DIR") or None,
         compile=os.environ.get("NBDIFF_COMPILE", "1").lower() not in ("0", "false", "no"),
+        freeze_gc=os.environ.get("NBDIFF_FREEZE_GC", "1").lower() not in ("0", "false", "no"),
     )
 
 

@@ -526,3 +526,50 @@ def test_calls_from_several_threads_during_the_agreement_check():
         thread.join()
     assert failures == []
     assert (f.status, f.backend) == ("compiled", "cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The garbage collector while Numba is imported and kernels load
+# ---------------------------------------------------------------------------------------------------------------
+def test_the_collector_is_paused_while_loading_and_numba_frozen_out_once(monkeypatch):
+    import gc
+
+    import numba  # noqa: F401  (freezing waits for Numba to be imported)
+
+    pause = cpu._CollectorPause()
+    frozen: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    assert gc.isenabled()
+    with pause(freeze=False):
+        assert not gc.isenabled()
+        with pause(freeze=True):  # nested (two threads loading): enabled again only when both are done
+            assert not gc.isenabled()
+        assert not gc.isenabled() and frozen == []
+    assert gc.isenabled() and frozen == [], "a window that asked no freeze freezes nothing"
+    with pause(freeze=True):
+        pass
+    assert gc.isenabled() and frozen == [1] and pause.frozen  # numba is imported in this process
+    with pause(freeze=True):
+        pass
+    assert frozen == [1], "freezing happens once per process"
+
+
+def test_the_collector_stays_off_when_the_user_had_turned_it_off():
+    import gc
+
+    pause = cpu._CollectorPause()
+    gc.disable()
+    try:
+        with pause(freeze=False):
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_the_freeze_gc_option_reaches_the_compilation():
+    x = nd.vector("x")
+    with nd.option_context(freeze_gc=False):
+        f = nd.function([x], nd.exp(x) * 2.0, backend="cpu")
+    assert f._compilation.freeze_gc is False
+    f.wait(WAIT)

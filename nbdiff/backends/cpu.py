@@ -504,7 +504,7 @@ class CpuCompilation:
                 if all(cache.is_compiled(m.path, m.signatures) for m in unit.modules) and self._load_cached(unit):
                     continue
                 self._submit(unit)
-            with _collector_paused(freeze=False):
+            with _collector_paused(self.freeze_gc, loading=False):
                 import_numba_gently()  # while the worker compiles, so loading its results takes milliseconds
         except Exception as exc:  # code generation or the cache folder: the interpreter keeps answering
             _log.exception("nbdiff: preparing compilation failed")
@@ -514,7 +514,7 @@ class CpuCompilation:
         """Load a unit compiled before; False (and no event) when Numba's cache lacks it after all."""
         start = perf_counter()
         try:
-            with _collector_paused(self.freeze_gc), _gentle_switching():
+            with _collector_paused(self.freeze_gc, loading=True), _gentle_switching():
                 import_numba_gently()
                 for m in unit.modules:
                     m.dispatcher = cache.load_compiled(m.path, m.name, m.signatures, m.function)
@@ -564,7 +564,7 @@ class CpuCompilation:
         if not done:
             return
         try:
-            with _collector_paused(self.freeze_gc), _gentle_switching():
+            with _collector_paused(self.freeze_gc, loading=True), _gentle_switching():
                 import_numba_gently()  # this reader thread may get here while another thread still imports Numba
                 for m in unit.modules:
                     m.dispatcher = cache.load_compiled(m.path, m.name, m.signatures, m.function)
@@ -706,24 +706,28 @@ class _CollectorPause:
     """Holds off Python's cyclic garbage collector while any thread imports Numba or loads kernels.
 
     Numba's import and its first kernel load create some 10^5 objects, which trigger full collections; each holds
-    the GIL for 30-70 ms here (measured: the two largest main-thread stalls while a function compiled). With the
-    collector paused, and Numba's objects frozen out of later collections once (``gc.freeze``, after the first
-    load: the ``freeze_gc`` option), neither this window nor later full collections scan them. Freezing is once
-    per process: objects alive then are kept out of cyclic collection (freed by reference counting as ever)."""
+    the GIL for 30-70 ms here (measured: the two largest main-thread stalls while a function compiled). Paused,
+    they pile up in the youngest generation instead, and the first collection after the pause would scan them all
+    (15-20 ms); so, with ``freeze`` (the ``freeze_gc`` option), the objects alive at the end of each pause are frozen
+    out of later collections (``gc.freeze``) until a pause that loaded a kernel has ended: after Numba's import and
+    its first load, once per process. Frozen objects are still freed by reference counting; only cycles among
+    them are never collected."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._was_enabled = False
-        self.frozen = False
+        self._loaded = False  # a pause that loaded a kernel is under way
+        self.frozen = False  # Numba and its first load are frozen: later pauses freeze nothing
 
     @contextlib.contextmanager
-    def __call__(self, freeze: bool) -> Iterator[None]:
+    def __call__(self, freeze: bool, loading: bool) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
                 self._was_enabled = gc.isenabled()
                 gc.disable()
             self._depth += 1
+            self._loaded = self._loaded or loading
         try:
             yield
         finally:
@@ -732,7 +736,8 @@ class _CollectorPause:
                 if self._depth == 0:
                     if freeze and not self.frozen and "numba" in sys.modules:
                         gc.freeze()
-                        self.frozen = True
+                        self.frozen = self._loaded
+                    self._loaded = False
                     if self._was_enabled:
                         gc.enable()
 

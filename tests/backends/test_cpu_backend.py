@@ -540,18 +540,20 @@ def test_the_collector_is_paused_while_loading_and_numba_frozen_out_once(monkeyp
     frozen: list[int] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
     assert gc.isenabled()
-    with pause(freeze=False):
+    with pause(freeze=False, loading=True):
         assert not gc.isenabled()
-        with pause(freeze=True):  # nested (two threads loading): enabled again only when both are done
+    assert gc.isenabled() and frozen == [] and not pause.frozen, "freeze_gc off: nothing is frozen"
+    with pause(freeze=True, loading=False):  # Numba's import: frozen, and the first load still to come
+        assert not gc.isenabled()
+    assert gc.isenabled() and frozen == [1] and not pause.frozen
+    with pause(freeze=True, loading=False):
+        with pause(freeze=True, loading=True):  # nested (two threads): enabled again only when both are done
             assert not gc.isenabled()
-        assert not gc.isenabled() and frozen == []
-    assert gc.isenabled() and frozen == [], "a window that asked no freeze freezes nothing"
-    with pause(freeze=True):
+        assert not gc.isenabled() and frozen == [1]
+    assert gc.isenabled() and frozen == [1, 1] and pause.frozen  # the first load is over
+    with pause(freeze=True, loading=True):
         pass
-    assert gc.isenabled() and frozen == [1] and pause.frozen  # numba is imported in this process
-    with pause(freeze=True):
-        pass
-    assert frozen == [1], "freezing happens once per process"
+    assert frozen == [1, 1], "after the first load nothing more is frozen"
 
 
 def test_the_collector_stays_off_when_the_user_had_turned_it_off():
@@ -560,7 +562,7 @@ def test_the_collector_stays_off_when_the_user_had_turned_it_off():
     pause = cpu._CollectorPause()
     gc.disable()
     try:
-        with pause(freeze=False):
+        with pause(freeze=True, loading=True):
             pass
         assert not gc.isenabled()
     finally:

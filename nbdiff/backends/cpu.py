@@ -100,6 +100,15 @@ class Module:
     path: Any = None  # set once written
     dispatcher: Any = None  # set once loaded
 
+    def write_reproducer(
+        self, root: Any, arguments: Sequence[Any], expected: Sequence[np.ndarray] | None, reason: str, outputs=()
+    ) -> Path:
+        """A reproducer folder of this module in ``root``'s reproducers/ (``cache.write_reproducer``)."""
+        folder = cache.reproducers_directory(root)
+        return cache.write_reproducer(
+            folder, self.name, self.source, arguments, expected, reason, self.signatures, outputs, self.function
+        )
+
 
 @dataclass
 class Unit:
@@ -367,16 +376,7 @@ class EntryRunner:
             return got, None
         module = self.unit.modules[0]
         arguments = [a.reshape(())[()] for a in arrays] + list(self.constants)
-        folder = cache.write_reproducer(
-            cache.reproducers_directory(self.cache_root),
-            module.name,
-            module.source,
-            arguments,
-            expected,
-            problem,
-            module.signatures,
-            function=module.function,
-        )
+        folder = module.write_reproducer(self.cache_root, arguments, expected, problem)
         self.mismatched = self.unit.name
         return [], f"the compiled entry point disagrees with the interpreter: {problem} (reproducer: {folder})"
 
@@ -452,17 +452,7 @@ def _mismatch_reason(
         position, arguments, outputs = runner.call_arguments(inputs)
         module = unit.modules[position]
         flat = [np.ravel(e) for e in expected]
-        folder = cache.write_reproducer(
-            cache.reproducers_directory(root),
-            module.name,
-            module.source,
-            arguments,
-            flat,
-            problem,
-            module.signatures,
-            outputs,
-            module.function,
-        )
+        folder = module.write_reproducer(root, arguments, flat, problem, outputs)
         where = f" (reproducer: {folder})"
     except Exception as exc:  # the reason matters more than the reproducer
         where = f" (no reproducer: {exc})"
@@ -577,16 +567,7 @@ class CpuCompilation:
 
     def _compile_reproducer(self, module: Module, error: str) -> str:
         try:
-            folder = cache.write_reproducer(
-                cache.reproducers_directory(self.root),
-                module.name,
-                module.source,
-                [],
-                None,
-                error,
-                module.signatures,
-                function=module.function,
-            )
+            folder = module.write_reproducer(self.root, [], None, error)
         except Exception as exc:
             return f" (no reproducer: {exc})"
         return f" (reproducer: {folder})"

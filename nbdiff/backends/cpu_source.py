@@ -32,6 +32,7 @@ from nbdiff.backends.codegen import (
 from nbdiff.ops.compiled import OpKernel
 from nbdiff.ops.fused import FusedElemwise
 
+MODULE_IMPORTS = ("import math", "", "import numba", "import numpy as np")  # what every generated module imports
 GENERATOR_VERSION = 2  # part of every module's name: a changed generator never reuses an old module or its cache
 # ``fastmath=True`` enables these LLVM flags: everything but "nnan" and "ninf", so NaN and infinity keep their
 # meaning (maximum, minimum and clip propagate NaN as NumPy does; ``x != x`` is not folded away).
@@ -80,10 +81,7 @@ def _header(op: FusedElemwise, parallel: bool, fastmath: bool) -> list[str]:
         CALLING_CONVENTION,
         '"""',
         "",
-        "import math",
-        "",
-        "import numba",
-        "import numpy as np",
+        *MODULE_IMPORTS,
         "from numba import types",
         "from numba.extending import overload",
         "",
@@ -153,10 +151,7 @@ def op_module_source(spec: OpKernel) -> str:
             f"do not edit. Compiled for {spec.signature}; the op's perform is the reference it must agree with.",
             '"""',
             "",
-            "import math",
-            "",
-            "import numba",
-            "import numpy as np",
+            *MODULE_IMPORTS,
             "",
             "",
             '@numba.njit(cache=True, error_model="numpy")',

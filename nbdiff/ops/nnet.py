@@ -18,6 +18,7 @@ import numpy as np
 
 from nbdiff.errors import ShapeError
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable
+from nbdiff.graph.dims import broadcast_dims
 from nbdiff.graph.types import TensorType, broadcast_shapes, is_float, normalize_axes
 from nbdiff.ops import elemwise as ew
 from nbdiff.ops.broadcast import sum_to_like
@@ -191,7 +192,10 @@ class LogSoftmaxTake(Op):
     def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
         """The indices' shape (after broadcasting with x's other axes), then ``x``'s."""
         x_dims, index_dims = input_dims
-        picked = tuple(i if axis == self.axis or a == 1 else a for axis, (a, i) in enumerate(zip(x_dims, index_dims)))
+        picked = tuple(
+            i if axis == self.axis else broadcast_dims([(a,), (i,)])[0]
+            for axis, (a, i) in enumerate(zip(x_dims, index_dims))
+        )
         return [picked, x_dims]
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:

@@ -56,7 +56,7 @@ from typing import Any, Callable
 
 import numba
 import numpy as np
-from bench_interpreter import mlp_args, mlp_numpy, mlp_outputs, w1_graph, w1_hvp_numpy, w1_numpy
+from bench_interpreter import mlp_args, mlp_numpy, mlp_outputs, w1_graph, w1_hvp_numpy, w1_numpy, w1_second_derivative
 from bench_rewrites import pt_hvp_pushforward, pt_mlp, pt_w1, w1_expression
 from common import format_seconds, interleaved_many, machine_info, repeated
 
@@ -595,28 +595,12 @@ def bench_w3(repeats: int) -> dict[str, Any]:
 
 
 # -- W4 -------------------------------------------------------------------------------------------------------------
+_second_derivative = numba.njit(w1_second_derivative)  # the hand derivation bench_interpreter.py's HVP uses
+
+
 def _hvp_kernel(x, v, out):  # compiled twice below
     for i in numba.prange(x.shape[0]):
-        xi = x[i]
-        x2 = xi * xi
-        e = math.exp(-x2)
-        t = math.tanh(xi)
-        s = math.sin(3.0 * xi)
-        c = math.cos(3.0 * xi)
-        q = 1.0 + x2
-        sech2 = 1.0 - t * t
-        # f'' of tanh(x)*exp(-x^2) + log1p(x^2)*sin(3x), derived by hand (the Hessian of W1 is diagonal)
-        second = (
-            -2.0 * t * sech2 * e
-            - 4.0 * xi * sech2 * e
-            - 2.0 * t * e
-            + 4.0 * x2 * t * e
-            + 2.0 * s / q
-            + 12.0 * xi * c / q
-            - 4.0 * x2 * s / (q * q)
-            - 9.0 * math.log1p(x2) * s
-        )
-        out[i] = second * v[i]
+        out[i] = _second_derivative(x[i]) * v[i]
 
 
 HVP_KERNELS = {

@@ -14,16 +14,21 @@ is keyed here by the argument types only (the key a call compiles under); a retu
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.util
 import json
+import logging
 import os
+import re
+import shutil
+import stat
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -34,14 +39,27 @@ MARKER_SUFFIX = ".compiled.json"
 # Relative tolerance by dtype of a reproducer's comparison; the absolute one is this times the output's largest
 # finite magnitude (compiled transcendentals may differ from NumPy's in the last ulps, which cancellation grows).
 REPRODUCER_TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "complex128": 1e-9, "complex64": 1e-4}
+# A reproducer saves at most this many bytes of arrays (inputs and expected outputs): beyond it the expected
+# outputs are left out and large inputs are saved as their leading elements plus a seed (a partial replay).
+REPRODUCER_MAX_BYTES = 16 * 2**20
+REPRODUCERS_PER_KERNEL = 5  # reproducer folders kept per kernel module; older ones are deleted
+REPRODUCER_FOLDER = re.compile(r"(?P<name>.+)-(?P<time>\d{8}-\d{6})(?:-(?P<attempt>\d+))?")
+
+_log = logging.getLogger("nbdiff.cache")
 
 
 class CacheMiss(BackendError):
     """A kernel signature that Numba's disk cache does not hold (or cannot give back) for this module."""
 
 
+class CacheRefused(BackendError):
+    """A cache folder another user could write into (or a symbolic link where nbdiff writes): nothing in it is
+    imported or loaded; the interpreter answers instead."""
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Folders and module files
+# Private folders and files: nbdiff imports code and Numba unpickles files from the cache, so no other user may
+# be able to write any folder of it, and nothing nbdiff writes follows a symbolic link.
 # ---------------------------------------------------------------------------------------------------------------
 def cache_directory() -> Path:
     """nbdiff's cache folder: the ``cache_dir`` option (``NBDIFF_CACHE_DIR``), else the user's cache folder."""
@@ -49,17 +67,110 @@ def cache_directory() -> Path:
     return Path(configured or default_cache_dir()).expanduser()
 
 
+def cache_root(root: Path | None = None) -> Path:
+    """The cache folder ``root`` (default: ``cache_directory()``), made private or checked (``private_folder``);
+    its missing parents are made too."""
+    root = Path(root or cache_directory())
+    if not root.parent.exists():
+        os.makedirs(root.parent, mode=0o700, exist_ok=True)
+    return private_folder(root)
+
+
 def kernels_directory(root: Path | None = None) -> Path:
-    """Where kernel modules live: one folder per Python minor version (the generated text may depend on it), in
-    ``root`` (default: ``cache_directory()``)."""
-    return (root or cache_directory()) / f"kernels-py{sys.version_info.major}{sys.version_info.minor}"
+    """Where kernel modules live, made private or checked with ``root`` and its ``__pycache__`` (where Python and
+    Numba write): one folder per Python minor version (the generated text may depend on it)."""
+    folder = private_folder(cache_root(root) / f"kernels-py{sys.version_info.major}{sys.version_info.minor}")
+    private_folder(folder / "__pycache__")
+    return folder
 
 
 def reproducers_directory(root: Path | None = None) -> Path:
-    """Where ``write_reproducer`` folders go, in ``root`` (default: ``cache_directory()``)."""
-    return (root or cache_directory()) / "reproducers"
+    """Where ``write_reproducer`` folders go, made private or checked with ``root``."""
+    return private_folder(cache_root(root) / "reproducers")
 
 
+def private_folder(path: Path) -> Path:
+    """``path`` made as a folder only this user may use (0700, whatever the umask), or, where it exists, checked:
+    a real folder (not a symbolic link), owned by this user, that neither group nor others may write. Raises
+    ``CacheRefused`` otherwise: whoever can write a cache folder can run code as the user who loads from it."""
+    path = Path(path)
+    with contextlib.suppress(FileExistsError):
+        _make_private_folder(path)
+    return _check_private_folder(path)
+
+
+def _make_private_folder(path: Path) -> None:
+    """Create ``path`` with mode 0700 exactly (``os.mkdir`` applies the umask); ``FileExistsError`` if it exists."""
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)
+
+
+def _check_private_folder(path: Path) -> Path:
+    """``path`` if it passes ``private_folder``'s checks (``os.lstat``: a link is never followed), else raise."""
+    status = os.lstat(path)
+    if stat.S_ISLNK(status.st_mode):
+        raise _refusal(path, status, f"it is a symbolic link (to {os.readlink(path)}), not a folder")
+    if not stat.S_ISDIR(status.st_mode):
+        raise _refusal(path, status, "it is not a folder")
+    if not hasattr(os, "getuid"):  # Windows: no POSIX owner or mode bits to check
+        return path
+    if status.st_uid != os.getuid():
+        raise _refusal(path, status, f"it belongs to another user, not to you ({_user_name(os.getuid())})")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _refusal(path, status, "its group or other users may write it")
+    return path
+
+
+def _refusal(path: Path, status: os.stat_result, problem: str) -> CacheRefused:
+    """The error for a cache folder that fails the checks: the folder, its owner and mode, and what to do."""
+    owner = _user_name(status.st_uid) if hasattr(os, "getuid") else "unknown"
+    return CacheRefused(
+        f"nbdiff refuses the cache folder {path} (owner {owner}, mode {stat.S_IMODE(status.st_mode):04o}): {problem}. "
+        "nbdiff imports kernel modules and loads Numba's pickled files from it, so whoever can change it could run "
+        "code as you. Remove it (or have its owner remove it) and nbdiff makes a private one, or choose another "
+        "cache folder: NBDIFF_CACHE_DIR or nd.option_context(cache_dir=...). The interpreter answers meanwhile."
+    )
+
+
+def _user_name(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` where the user database does not know the id."""
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+@contextlib.contextmanager
+def _new_private_file(path: Path) -> Iterator[IO[bytes]]:
+    """A new file at ``path`` with mode 0600 exactly, open for writing; fails where anything exists at ``path``,
+    a symbolic link included (``O_EXCL``, ``O_NOFOLLOW``)."""
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0), 0o600)
+    with os.fdopen(handle, "wb") as file:
+        _make_private_file(handle)
+        yield file
+
+
+def _make_private_file(handle: int) -> None:
+    """Mode 0600 exactly for the open file ``handle`` (its creation applied the umask, which may remove bits)."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(handle, 0o600)
+
+
+def _read_text(path: Path) -> str:
+    """The text of the file at ``path``, never through a symbolic link (``OSError`` for one)."""
+    handle = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    with os.fdopen(handle, "r", encoding="utf-8") as file:
+        return file.read()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Module files
+# ---------------------------------------------------------------------------------------------------------------
 def write_module(directory: Path, name: str, source: str) -> Path:
     """``<directory>/<name>.py`` holding ``source``, written atomically; an identical file is left untouched (its
     modification time is part of Numba's cache key: rewriting it would throw the compiled code away)."""
@@ -72,21 +183,24 @@ def write_module(directory: Path, name: str, source: str) -> Path:
 
 def _same_text(path: Path, text: str) -> bool:
     try:
-        return path.read_text(encoding="utf-8") == text
+        return _read_text(path) == text
     except (OSError, UnicodeDecodeError):
         return False
 
 
 def _write_atomically(path: Path, text: str, keep_same: bool = False) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path`` (readers never see half).
+    """Write ``text`` to a private temporary file beside ``path``, then rename it over ``path`` (readers never see
+    half); the folder must be private (``private_folder``), and a symbolic link at ``path`` is refused.
 
     With ``keep_same``, a file that another thread or process put at ``path`` meanwhile with the same text is
     kept: the temporary file is linked into place only where none exists (two functions of one structure created
     at once write the same module; replacing the first writer's file would change its modification time, and
     Numba's cache would then miss what the worker had just compiled from it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
+    _refuse_link(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _make_private_file(handle)
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             file.write(text)
         if keep_same:
@@ -94,6 +208,7 @@ def _write_atomically(path: Path, text: str, keep_same: bool = False) -> None:
                 os.link(temporary, path)  # atomic, and fails where path exists
             except FileExistsError:
                 if not _same_text(path, text):
+                    _refuse_link(path)
                     os.replace(temporary, path)
             except OSError:  # no hard links on this file system
                 os.replace(temporary, path)
@@ -107,14 +222,28 @@ def _write_atomically(path: Path, text: str, keep_same: bool = False) -> None:
         raise
 
 
+def _refuse_link(path: Path) -> None:
+    """``CacheRefused`` where ``path`` is a symbolic link: nbdiff never writes through one, nor replaces one."""
+    if os.path.islink(path):
+        raise CacheRefused(
+            f"nbdiff refuses to write {path}: it is a symbolic link (to {os.readlink(path)}), which nbdiff never "
+            "makes; someone else put it there. Remove it, or choose another cache folder (NBDIFF_CACHE_DIR or "
+            "nd.option_context(cache_dir=...))."
+        )
+
+
 def import_module_from(path: Path, name: str) -> ModuleType:
     """The module ``name`` imported from the file ``path`` and registered in ``sys.modules``; reused when it was
     already imported from that file and the file has not changed since.
 
+    The module's folder and its ``__pycache__`` must be private (``private_folder``) and the file a regular one,
+    checked before anything is imported; so must the folder of Numba's cache of each dispatcher the module
+    defines (``CacheRefused``, with the module dropped), before any of it is loaded.
+
     Serialised by a lock: kernels of several functions load from different threads, and a second thread must not
     be handed a module that the first one has registered but not yet finished executing (it has no ``kernel``
     until its ``import numba`` returns)."""
-    path = Path(path).resolve()
+    path = _checked_module_file(Path(path))
     stamp = _stamp(path)
     with _import_lock:
         existing = sys.modules.get(name)
@@ -127,6 +256,7 @@ def import_module_from(path: Path, name: str) -> ModuleType:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
+            _check_numba_cache_folders(module)
         except BaseException:
             if sys.modules.get(name) is module:
                 del sys.modules[name]
@@ -138,9 +268,29 @@ def import_module_from(path: Path, name: str) -> ModuleType:
 _import_lock = threading.RLock()
 
 
+def _checked_module_file(path: Path) -> Path:
+    """``path``, absolute, once its folder and ``__pycache__`` (where Python and Numba write beside it) are private
+    folders and it is a regular file, not a symbolic link."""
+    private_folder(path.parent)
+    private_folder(path.parent / "__pycache__")
+    _refuse_link(path)
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise CacheRefused(f"nbdiff refuses to import {path}: it is not a regular file")
+    return path.parent.resolve() / path.name
+
+
+def _check_numba_cache_folders(module: ModuleType) -> None:
+    """Check the folder where each of ``module``'s dispatchers keeps its disk cache (normally the module's
+    ``__pycache__``; elsewhere under ``NUMBA_CACHE_DIR``, or where that one was not writable)."""
+    for value in list(vars(module).values()):
+        folder = getattr(getattr(value, "_cache", None), "cache_path", None) if hasattr(value, "py_func") else None
+        if isinstance(folder, str):
+            _check_private_folder(Path(folder))
+
+
 def _stamp(path: Path) -> list[int]:
     """The file's modification time (ns) and size: what Numba's cache checks, and what markers record."""
-    status = path.stat()
+    status = os.lstat(path)
     return [status.st_mtime_ns, status.st_size]
 
 
@@ -157,7 +307,7 @@ def compiled_signatures(path: Path) -> set[str]:
     """The signatures the worker compiled into Numba's cache for the module at ``path`` as it is now (a marker
     written for an earlier version of the file counts for nothing)."""
     try:
-        record = json.loads(marker_path(path).read_text(encoding="utf-8"))
+        record = json.loads(_read_text(marker_path(path)))
         if record.get("module") != _stamp(Path(path)):
             return set()
         return set(record.get("signatures", ()))
@@ -196,8 +346,10 @@ def load_compiled(path: Path, name: str, signatures: Sequence[str], function: st
     """The dispatcher ``function`` of the module at ``path`` with every signature loaded from Numba's disk cache,
     never compiled (compiling here would hold the GIL); calls with other types then raise ``TypeError``.
 
-    Raises ``CacheMiss`` when a signature is not in the cache (compile it in the worker first). This is the one
-    place that uses Numba's private API: what ``Dispatcher.compile`` does on a cache hit (numba 0.59-0.65)."""
+    Raises ``CacheMiss`` when a signature is not in the cache (compile it in the worker first), also when a cache
+    file is damaged or another kernel's: that module's entries are then quarantined (``quarantine``) and the miss
+    names the file, so the caller compiles it again. This is the one place that uses Numba's private API: what
+    ``Dispatcher.compile`` does on a cache hit (numba 0.59-0.68)."""
     if not signatures:
         raise ValueError(f"load_compiled({name}): no signatures to load")
     from numba.core.compiler_lock import global_compiler_lock
@@ -212,12 +364,7 @@ def load_compiled(path: Path, name: str, signatures: Sequence[str], function: st
             key = cache_key(signature)
             if key in overloads:
                 continue
-            try:
-                result = cache.load_overload(key, context)
-            except Exception as error:  # a damaged or foreign cache file is a miss, not a crash
-                raise CacheMiss(f"{name}.{function}{signature}: Numba's cache failed to load it: {error}") from error
-            if result is None:
-                raise CacheMiss(f"{name}.{function}{signature} is not in Numba's cache for {path}")
+            result = _load_entry(Path(path), name, function, signature, cache, context)
             try:
                 if not result.objectmode:
                     context.insert_user_function(result.entry_point, result.fndesc, [result.library])
@@ -227,6 +374,78 @@ def load_compiled(path: Path, name: str, signatures: Sequence[str], function: st
                 raise CacheMiss(f"{name}.{function}: {detail}") from None
     dispatcher.disable_compile()
     return dispatcher
+
+
+def _load_entry(path: Path, name: str, function: str, signature: str, cache: Any, context: Any) -> Any:
+    """Numba's cache entry of ``signature``, checked to be this module's; ``CacheMiss`` where there is none, after
+    quarantining the module's entries where a file is damaged or the worker had recorded the entry compiled."""
+    key = cache_key(signature)
+    what = f"{name}.{function}{signature}"
+    try:
+        result = cache.load_overload(key, context)
+        if result is not None:
+            _check_entry(result, name, key)
+    except Exception as error:  # a damaged or foreign cache file is a miss, not a crash
+        damaged, where = _damaged_file(cache, key, context), quarantine(path, cache)
+        _log.warning("nbdiff: Numba's cache file %s is damaged (%s); %s", damaged, error, where)
+        detail = f"Numba's cache file {damaged} is damaged ({type(error).__name__}: {error}); {where}"
+        raise CacheMiss(f"{what}: {detail}") from error
+    if result is not None:
+        return result
+    if signature not in compiled_signatures(path):
+        raise CacheMiss(f"{what} is not in Numba's cache for {path}")
+    damaged, where = _damaged_file(cache, key, context), quarantine(path, cache)  # a worker might reuse it
+    _log.info("nbdiff: %s is missing from Numba's cache file %s; %s", what, damaged, where)
+    detail = "although the worker compiled it (another kernel's file, or another Numba's or machine's)"
+    raise CacheMiss(f"{what} is not in Numba's cache file {damaged} {detail}; {where}")
+
+
+class ForeignEntry(ValueError):
+    """A Numba cache entry that loads, but was compiled from another module or for other argument types."""
+
+
+def _check_entry(result: Any, name: str, key: tuple) -> None:
+    """Raise ``ForeignEntry`` unless the loaded ``result`` is the module ``name``'s code for the types ``key`` (a
+    data file copied from another kernel unpickles fine, and would compute that kernel's function)."""
+    module = getattr(getattr(result, "fndesc", None), "modname", name)
+    arguments = tuple(getattr(getattr(result, "signature", None), "args", key))
+    if module != name or arguments != key:
+        raise ForeignEntry(f"it holds {module}{arguments}, not {name}{key}")
+
+
+def _damaged_file(cache: Any, key: tuple, context: Any) -> Path | str:
+    """Which of Numba's cache files failed to load for ``key``: the index, or the data file it names."""
+    try:
+        files = cache._cache_file
+        try:
+            overloads = files._load_index()
+        except Exception:
+            return Path(files._index_path)
+        data = overloads.get(cache._index_key(key, context.codegen()))
+        return Path(files._data_path(data)) if data else Path(files._index_path)
+    except Exception:  # another Numba's layout: name the folder
+        return f"in {getattr(cache, 'cache_path', '?')}"
+
+
+def quarantine(path: Path, cache: Any) -> str:
+    """Move Numba's cache files of the module at ``path`` (its index and data files) into a new private folder in
+    ``<kernels>/quarantine/``, delete its marker and bump its modification time, so that every process (the
+    compile worker included) imports it afresh and compiles it again; what was done, in words."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker_path(path))
+    with contextlib.suppress(OSError):
+        now = time.time_ns()
+        os.utime(path, ns=(now, max(now, _stamp(path)[0] + 1)))
+    try:
+        folder, base = Path(cache.cache_path), cache._impl.filename_base
+        files = [folder / f"{base}.nbi", *folder.glob(glob.escape(base) + ".*.nbc")]
+        target = Path(tempfile.mkdtemp(dir=private_folder(path.parent / "quarantine"), prefix=f"{path.stem}-"))
+        for file in files:
+            if os.path.lexists(file):
+                os.replace(file, target / file.name)
+    except (AttributeError, OSError, BackendError) as error:
+        return f"quarantining its cache files failed ({error}); it will be compiled again"
+    return f"this module's cache files were moved to {target}; it will be compiled again"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,50 +462,99 @@ def write_reproducer(
     outputs: Sequence[int] = (),
     function: str = "kernel",
 ) -> Path:
-    """A self-contained folder ``<directory>/<name>-<time>/`` that replays a kernel with ``python reproduce.py``
-    (NumPy and Numba only): ``kernel.py``, ``arguments.npz``, ``expected.npz`` (when given), ``README.txt``.
+    """A self-contained private folder ``<directory>/<name>-<time>/`` (0700, files 0600: it holds the user's data)
+    that replays a kernel with ``python reproduce.py`` (NumPy and Numba only): ``kernel.py``, ``arguments.npz``,
+    ``expected.npz`` (when given), ``README.txt``. Only the newest ``REPRODUCERS_PER_KERNEL`` folders of ``name``
+    are kept.
 
     ``arguments`` are the kernel's call arguments in order (arrays and scalars); those at positions ``outputs``
     are output buffers, recorded by dtype and shape and allocated afresh (filled with NaN where the dtype allows,
     so an element the kernel never writes shows). ``expected[j]`` is the interpreter's value of output
     ``outputs[j]``; with no ``outputs``, ``expected`` are the values the call returns (a whole-function entry
-    point returns a tuple). ``function`` is the module's compiled function (``kernel``, or ``entry``). With no
-    arguments (a compile failure) the script compiles ``signatures`` so the error shows."""
-    folder = _new_folder(Path(directory), name)
-    (folder / "kernel.py").write_text(source, encoding="utf-8")
-    manifest, arrays = _record_arguments(arguments, outputs)
+    point returns a tuple). Beyond ``REPRODUCER_MAX_BYTES`` the replay is partial (``_record_arguments``).
+    ``function`` is the module's compiled function (``kernel``, or ``entry``). With no arguments (a compile
+    failure) the script compiles ``signatures`` so the error shows."""
+    directory = private_folder(Path(directory))
+    folder = _new_folder(directory, name)
+    manifest, arrays, expected = _record_arguments(arguments, outputs, expected)
     manifest["signatures"] = list(signatures)
     manifest["function"] = function
     arrays["manifest"] = np.array(json.dumps(manifest))
-    np.savez(folder / "arguments.npz", **arrays)
+    _write_new_file(folder / "kernel.py", source)
+    with _new_private_file(folder / "arguments.npz") as file:
+        np.savez(file, **arrays)
     if expected is not None:
-        np.savez(folder / "expected.npz", **{f"expected{j}": np.asarray(v) for j, v in enumerate(expected)})
-    (folder / "reproduce.py").write_text(_REPRODUCE_SCRIPT.replace("TOLERANCE = {}", _tolerance_line()))
-    (folder / "README.txt").write_text(_readme(name, reason, manifest, expected is not None), encoding="utf-8")
+        with _new_private_file(folder / "expected.npz") as file:
+            np.savez(file, **{f"expected{j}": v for j, v in enumerate(expected)})
+    _write_new_file(folder / "reproduce.py", _REPRODUCE_SCRIPT.replace("TOLERANCE = {}", _tolerance_line()))
+    _write_new_file(folder / "README.txt", _readme(name, reason, manifest, expected is not None))
+    _prune_reproducers(directory, name)
     return folder
 
 
+def _write_new_file(path: Path, text: str) -> None:
+    """``text`` in a new private file at ``path`` (``_new_private_file``)."""
+    with _new_private_file(path) as file:
+        file.write(text.encode("utf-8"))
+
+
 def _new_folder(directory: Path, name: str) -> Path:
-    """A folder named after ``name`` and the current time that did not exist before."""
+    """A new private folder named after ``name`` and the current time (``REPRODUCER_FOLDER`` names them)."""
     stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     for attempt in range(1000):
         folder = directory / (stem if attempt == 0 else f"{stem}-{attempt}")
         with contextlib.suppress(FileExistsError):
-            folder.mkdir(parents=True)
+            _make_private_folder(folder)
             return folder
     raise FileExistsError(f"no free reproducer folder name for {stem} in {directory}")
 
 
-def _record_arguments(arguments: Sequence[Any], outputs: Sequence[int]) -> tuple[dict, dict[str, np.ndarray]]:
-    """The manifest (each argument's kind, dtype and shape) and the arrays to save for ``arguments``."""
-    kinds, arrays = [], {}
+def _prune_reproducers(directory: Path, name: str) -> None:
+    """Delete all but the newest ``REPRODUCERS_PER_KERNEL`` reproducer folders of ``name`` in ``directory``: only
+    real folders with the names ``_new_folder`` gives (never a symbolic link, nor through one)."""
+    found = []
+    for entry in os.scandir(directory):
+        match = REPRODUCER_FOLDER.fullmatch(entry.name)
+        if match and match["name"] == name and entry.is_dir(follow_symlinks=False):
+            found.append(((match["time"], int(match["attempt"] or 0)), entry.path))
+    for _, path in sorted(found)[: max(0, len(found) - REPRODUCERS_PER_KERNEL)]:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)  # removes a link inside, never what it points to
+
+
+def _record_arguments(
+    arguments: Sequence[Any], outputs: Sequence[int], expected: Sequence[np.ndarray] | None = None
+) -> tuple[dict, dict[str, np.ndarray], list[np.ndarray] | None]:
+    """The manifest (each argument's kind, dtype and shape), the arrays to save for ``arguments``, and the expected
+    values to save (None: none).
+
+    Where inputs and expected values together exceed ``REPRODUCER_MAX_BYTES``, the expected values are not saved,
+    and each array input larger than its share of the limit is saved as its leading elements plus a seed (its
+    manifest entry's ``partial``): ``reproduce.py`` draws the rest from it and says the replay is partial."""
+    kinds: list[dict] = []
+    arrays: dict[str, np.ndarray] = {}
     for i, argument in enumerate(arguments):
         value = np.asarray(argument)
         kind = "output" if i in outputs else ("array" if isinstance(argument, np.ndarray) else "scalar")
         kinds.append({"kind": kind, "dtype": value.dtype.name, "shape": list(value.shape)})
         if kind != "output":
             arrays[f"arg{i}"] = value
-    return {"arguments": kinds, "outputs": [int(i) for i in outputs]}, arrays
+    wanted = None if expected is None else [np.asarray(v) for v in expected]
+    size = sum(a.nbytes for a in arrays.values()) + sum(v.nbytes for v in wanted or ())
+    manifest = {"arguments": kinds, "outputs": [int(i) for i in outputs], "expected": "saved", "partial": False}
+    if size <= REPRODUCER_MAX_BYTES:
+        return manifest, arrays, wanted
+    if wanted is not None:
+        manifest["expected"] = f"not saved: the reproducer would hold {size} bytes, over {REPRODUCER_MAX_BYTES}"
+    share = REPRODUCER_MAX_BYTES // max(1, len(arrays))
+    for key, value in list(arrays.items()):
+        position = int(key.removeprefix("arg"))
+        if kinds[position]["kind"] == "array" and value.nbytes > share:
+            head = value.reshape(-1)[: max(1, share // max(1, value.itemsize))]
+            arrays[key] = np.array(head)
+            kinds[position]["partial"] = {"seed": position, "saved": int(head.size)}
+            manifest["partial"] = True
+    return manifest, arrays, None
 
 
 def _tolerance_line() -> str:
@@ -309,11 +577,23 @@ def _readme(name: str, reason: str, manifest: dict, has_expected: bool) -> str:
     ]
     if has_expected:
         lines.append("  expected.npz   the interpreter's outputs; the script compares and exits 1 on a mismatch")
+    elif manifest["expected"] != "saved":
+        lines.append(f"  (the interpreter's outputs were {manifest['expected']}: the script does not compare)")
+    if manifest["partial"]:
+        lines += [
+            "",
+            "PARTIAL replay: the inputs marked 'partial' below were larger than the reproducer's size limit; only",
+            "their leading elements were saved, and reproduce.py draws the others from the recorded seed (uniformly",
+            "between the saved elements' extremes), so the replay may not show the failure.",
+        ]
     if manifest["signatures"]:
         lines += ["", "Signatures:", *("    " + s for s in manifest["signatures"])]
     if manifest["arguments"]:
         lines += ["", "Arguments:"]
-        lines += [f"    {i}: {a['kind']} {a['dtype']}{a['shape']}" for i, a in enumerate(manifest["arguments"])]
+        for i, a in enumerate(manifest["arguments"]):
+            partial = a.get("partial")
+            note = f" (partial: first {partial['saved']} elements saved, seed {partial['seed']})" if partial else ""
+            lines.append(f"    {i}: {a['kind']} {a['dtype']}{a['shape']}{note}")
     lines += ["", f"Written by nbdiff on Python {platform.python_version()}, NumPy {np.__version__}."]
     return "\n".join(lines) + "\n"
 
@@ -324,6 +604,9 @@ _REPRODUCE_SCRIPT = '''\
 import importlib.util
 import json
 import os
+import re
+import shutil
+import stat
 import sys
 
 import numpy as np
@@ -354,9 +637,35 @@ def arguments(saved, manifest):
             values.append(fresh_output(record["dtype"], tuple(record["shape"])))
         elif record["kind"] == "scalar":
             values.append(saved["arg%d" % i][()])
+        elif "partial" in record:
+            values.append(regenerated(saved["arg%d" % i], record))
         else:
             values.append(np.ascontiguousarray(saved["arg%d" % i]))
     return values
+
+
+def regenerated(head, record):
+    """A partly saved input: its saved leading elements, the rest drawn with the recorded seed, uniformly between
+    the saved elements' (finite) extremes."""
+    dtype, shape = np.dtype(record["dtype"]), tuple(record["shape"])
+    size = int(np.prod(shape, dtype=np.int64))
+    random = np.random.default_rng(record["partial"]["seed"])
+    head = np.asarray(head).reshape(-1)
+    if dtype.kind == "b":
+        values = random.random(size) < 0.5
+    elif dtype.kind in "iu":
+        values = random.integers(head.min(), head.max(), size=size, endpoint=True, dtype=dtype)
+    else:
+        parts = [head.real, head.imag] if dtype.kind == "c" else [head]
+        drawn = []
+        for part in parts:
+            finite = part[np.isfinite(part)]
+            low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            drawn.append(random.uniform(low, high, size))
+        values = drawn[0] + 1j * drawn[1] if dtype.kind == "c" else drawn[0]
+    values = np.asarray(values).astype(dtype)
+    values[: head.size] = head
+    return values.reshape(shape)
 
 
 def compare(j, got, expected):
@@ -400,6 +709,10 @@ def main():
         print("compiled: no error")
         return 0
     values = arguments(saved, manifest)
+    if manifest.get("partial"):
+        print("PARTIAL replay: some inputs were too large to save in full (see README.txt); the rest is drawn")
+    if manifest.get("expected", "saved") != "saved":
+        print("the interpreter's outputs were %s: no comparison" % manifest["expected"])
     returned = kernel(*values)
     if manifest["outputs"]:  # a kernel writes its outputs into buffers
         results = [values[i] for i in manifest["outputs"]]

@@ -497,8 +497,22 @@ class CpuCompilation:
             with _collector_paused(self.freeze_gc, loading=False):
                 import_numba_gently()  # while the worker compiles, so loading its results takes milliseconds
         except Exception as exc:  # code generation or the cache folder: the interpreter keeps answering
-            _log.exception("nbdiff: preparing compilation failed")
-            self._fail(f"preparing the kernels failed: {type(exc).__name__}: {exc}")
+            _log.debug("nbdiff: preparing compilation failed", exc_info=True)
+            self._prepare_failed(exc)
+
+    def _prepare_failed(self, exc: Exception) -> None:
+        """The reason in ``f.status`` once, and a failed event for each unit not finished; no traceback (a refused
+        or unwritable cache folder fails every function alike)."""
+        if isinstance(exc, cache.CacheRefused):
+            reason = str(exc)
+        elif isinstance(exc, OSError):
+            reason = f"the kernel cache in {self.root} cannot be used: {type(exc).__name__}: {exc}"
+        else:
+            reason = f"preparing the kernels failed: {type(exc).__name__}: {exc}"
+        self._fail(reason)
+        for unit in self.units:
+            if unit.state not in FINISHED:
+                self._unit_failed(unit, reason)
 
     def _load_cached(self, unit: Unit) -> bool:
         """Load a unit compiled before; False (and no event) when Numba's cache lacks it after all."""

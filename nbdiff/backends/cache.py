@@ -270,7 +270,10 @@ _import_lock = threading.RLock()
 
 def _checked_module_file(path: Path) -> Path:
     """``path``, absolute, once its folder and ``__pycache__`` (where Python and Numba write beside it) are private
-    folders and it is a regular file, not a symbolic link."""
+    folders, and the cache folder above where its folder is a cache's ``kernels-py3XX`` (whoever may write there
+    may replace the folder), and it is a regular file, not a symbolic link."""
+    if re.fullmatch(r"kernels-py\d+", path.parent.name):
+        _check_private_folder(path.parent.parent)
     private_folder(path.parent)
     private_folder(path.parent / "__pycache__")
     _refuse_link(path)
@@ -499,14 +502,25 @@ def _write_new_file(path: Path, text: str) -> None:
 
 
 def _new_folder(directory: Path, name: str) -> Path:
-    """A new private folder named after ``name`` and the current time (``REPRODUCER_FOLDER`` names them)."""
-    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for attempt in range(1000):
-        folder = directory / (stem if attempt == 0 else f"{stem}-{attempt}")
+    """A new private folder named after ``name`` and the current time (``REPRODUCER_FOLDER``), numbered after any
+    of that second, so that later folders sort after earlier ones even where older ones were deleted."""
+    moment = time.strftime("%Y%m%d-%H%M%S")
+    taken = [_folder_order(entry, name) for entry in os.listdir(directory)]
+    first = 1 + max((attempt for found, attempt in filter(None, taken) if found == moment), default=-1)
+    for attempt in range(first, first + 1000):
+        folder = directory / (f"{name}-{moment}" if attempt == 0 else f"{name}-{moment}-{attempt}")
         with contextlib.suppress(FileExistsError):
             _make_private_folder(folder)
             return folder
-    raise FileExistsError(f"no free reproducer folder name for {stem} in {directory}")
+    raise FileExistsError(f"no free reproducer folder name for {name}-{moment} in {directory}")
+
+
+def _folder_order(entry: str, name: str) -> tuple[str, int] | None:
+    """The time and number in a reproducer folder name of ``name`` (None for any other name)."""
+    match = REPRODUCER_FOLDER.fullmatch(entry)
+    if match is None or match["name"] != name:
+        return None
+    return match["time"], int(match["attempt"] or 0)
 
 
 def _prune_reproducers(directory: Path, name: str) -> None:
@@ -514,9 +528,9 @@ def _prune_reproducers(directory: Path, name: str) -> None:
     real folders with the names ``_new_folder`` gives (never a symbolic link, nor through one)."""
     found = []
     for entry in os.scandir(directory):
-        match = REPRODUCER_FOLDER.fullmatch(entry.name)
-        if match and match["name"] == name and entry.is_dir(follow_symlinks=False):
-            found.append(((match["time"], int(match["attempt"] or 0)), entry.path))
+        order = _folder_order(entry.name, name)
+        if order is not None and entry.is_dir(follow_symlinks=False):
+            found.append((order, entry.path))
     for _, path in sorted(found)[: max(0, len(found) - REPRODUCERS_PER_KERNEL)]:
         with contextlib.suppress(OSError):
             shutil.rmtree(path)  # removes a link inside, never what it points to

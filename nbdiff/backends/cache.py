@@ -432,13 +432,8 @@ def _damaged_file(cache: Any, key: tuple, context: Any) -> Path | str:
 
 def quarantine(path: Path, cache: Any) -> str:
     """Move Numba's cache files of the module at ``path`` (its index and data files) into a new private folder in
-    ``<kernels>/quarantine/``, delete its marker and bump its modification time, so that every process (the
+    ``<kernels>/quarantine/``, then delete its marker and bump its modification time, so that every process (the
     compile worker included) imports it afresh and compiles it again; what was done, in words."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(marker_path(path))
-    with contextlib.suppress(OSError):
-        now = time.time_ns()
-        os.utime(path, ns=(now, max(now, _stamp(path)[0] + 1)))
     try:
         folder, base = Path(cache.cache_path), cache._impl.filename_base
         files = [folder / f"{base}.nbi", *folder.glob(glob.escape(base) + ".*.nbc")]
@@ -446,9 +441,15 @@ def quarantine(path: Path, cache: Any) -> str:
         for file in files:
             if os.path.lexists(file):
                 os.replace(file, target / file.name)
+        done = f"this module's cache files were moved to {target}; it will be compiled again"
     except (AttributeError, OSError, BackendError) as error:
-        return f"quarantining its cache files failed ({error}); it will be compiled again"
-    return f"this module's cache files were moved to {target}; it will be compiled again"
+        done = f"quarantining its cache files failed ({error}); it will be compiled again"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker_path(path))
+    with contextlib.suppress(OSError):
+        now = time.time_ns()
+        os.utime(path, ns=(now, max(now, _stamp(path)[0] + 1)))
+    return done
 
 
 # ---------------------------------------------------------------------------------------------------------------

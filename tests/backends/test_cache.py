@@ -23,18 +23,8 @@ from nbdiff.backends import cache
 from nbdiff.backends.cpu import plan_units
 from nbdiff.backends.worker import CompileJob, CompileResult, CompileWorker
 from tests.backends.cpu_support import WAIT, call_both, chain, fresh_bits, states
+from tests.backends.test_worker import MODULE, SIGNATURE, TIMEOUT
 
-TIMEOUT = 120.0
-SIGNATURE = "(int64, float64, float64[::1])"
-MODULE = """\
-import numba
-
-
-@numba.njit(cache=True)
-def kernel(n, scale, out):
-    for i in range(n):
-        out[i] = scale * i
-"""
 OTHER = MODULE.replace("scale * i", "scale * i + 100.0")  # another kernel of the same signature
 DOUBLE = """\
 import numba

@@ -34,6 +34,8 @@ from nbdiff.backends.cpu import inject_fault, plan_units
 from nbdiff.backends.worker import CompileJob, compile_job, compile_worker
 from tests.backends.cpu_support import WAIT, call_both, chain, fresh_bits, reproducer_folder
 
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX owners, modes and os.fork")
+
 ARGS = (np.linspace(-1, 1, 5),)
 KERNELS = f"kernels-py{sys.version_info.major}{sys.version_info.minor}"
 NUMBA_FILES = (".nbi", ".nbc")  # Numba's own cache files, which the compile worker writes

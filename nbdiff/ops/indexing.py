@@ -17,7 +17,7 @@ import numpy as np
 
 from nbdiff.errors import IndexingError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
-from nbdiff.graph.types import TensorType, broadcast_shapes, normalize_axes
+from nbdiff.graph.types import MAX_INDEX, TensorType, broadcast_shapes, normalize_axes
 
 ARRAY = "array"  # marks the place of an array index (integer array or boolean mask) among ``Index.items``
 
@@ -266,8 +266,19 @@ def _array_item(x: Variable, item: Any) -> Any:
     if data.dtype.kind not in "biu":
         raise _index_error(x, f"arrays used as indices must be integer or boolean, got {data.dtype}")
     if data.ndim == 0 and data.dtype.kind != "b":
-        return int(data)
+        return _int_item(x, int(data))
+    if data.dtype.kind == "u" and data.size and int(data.max()) > MAX_INDEX:
+        _int_item(x, int(data.max()))  # NumPy would wrap it to a negative index
     return constant(data)
+
+
+def _int_item(x: Variable, value: int) -> int:
+    """An integer index, refused when outside ``np.intp`` (NumPy would fail at run time, or wrap a uint64)."""
+    if not -MAX_INDEX - 1 <= value <= MAX_INDEX:
+        raise _index_error(
+            x, f"index {value} is out of bounds for any array: integer indices must fit in np.intp (int64)"
+        )
+    return value
 
 
 def _parse_item(x: Variable, item: Any) -> tuple[Any, Variable | None]:
@@ -283,7 +294,7 @@ def _parse_item(x: Variable, item: Any) -> tuple[Any, Variable | None]:
     if isinstance(item, (bool, np.bool_)):
         return ARRAY, constant(np.asarray(item))
     if isinstance(item, (int, np.integer)):
-        return int(item), None
+        return _int_item(x, int(item)), None
     if isinstance(item, (float, np.floating)):
         raise _index_error(
             x,

@@ -145,6 +145,28 @@ def index_shape(op: Op, x: Variable, items: tuple, arrays: Sequence[Variable]) -
     return tuple(dims[:block_at]) + tuple(shape) + tuple(dims[block_at:])
 
 
+UFUNC_AT_MAX_NDIM = 32  # np.add.at crashes the process (NumPy 2.4: a segmentation fault) past 32 dimensions
+
+
+def add_at(out: np.ndarray, index: Any, values: Any) -> None:
+    """``np.add.at(out, index, values)`` for arrays of any rank NumPy allows.
+
+    NumPy's ``ufunc.at`` ends the process with a segmentation fault when the array or the indexed result has more
+    than 32 dimensions. There, the flat positions ``index`` selects are read from an array of positions (indexing
+    works to 64 dimensions) and the values are added on the flat array, in the same order."""
+    parts = index if isinstance(index, tuple) else (index,)
+    widest = max((np.ndim(part) for part in parts if isinstance(part, np.ndarray)), default=0)
+    bound = out.ndim + sum(1 for part in parts if part is None) + widest  # at least the indexed result's rank
+    if bound <= UFUNC_AT_MAX_NDIM:
+        np.add.at(out, index, values)
+        return
+    positions = np.arange(out.size).reshape(out.shape)[index]
+    flat = np.ascontiguousarray(out).reshape(-1)  # a view when ``out`` is C-contiguous
+    np.add.at(flat, positions.reshape(-1), np.broadcast_to(values, positions.shape).reshape(-1))
+    if not np.shares_memory(flat, out):
+        out[...] = flat.reshape(out.shape)
+
+
 def numpy_index(items: tuple, arrays: Sequence[np.ndarray]) -> tuple:
     """The NumPy index tuple for ``items`` with the run-time ``arrays`` in place of the markers."""
     pending = list(arrays)
@@ -218,7 +240,7 @@ class IndexAdd(Op):
         out = np.zeros(x.shape, dtype=g.dtype)
         index = numpy_index(self.items, arrays)
         if any(a.dtype != np.bool_ for a in arrays):
-            np.add.at(out, index, g)  # integer arrays may repeat a position: accumulate
+            add_at(out, index, g)  # integer arrays may repeat a position: accumulate
         else:
             out[index] = g  # basic indices and masks reach each position at most once
         return (out,)
@@ -406,9 +428,9 @@ class AddAlongAxis(Op):
         out = np.zeros(arr.shape, dtype=g.dtype)
         if self.axis is None:
             flat = out.reshape(-1)
-            np.add.at(flat, indices, g)
+            add_at(flat, indices, g)
             return (flat.reshape(arr.shape),)
-        np.add.at(out, along_axis_index(arr.shape, indices, self.axis), g)
+        add_at(out, along_axis_index(arr.shape, indices, self.axis), g)
         return (out,)
 
     def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:

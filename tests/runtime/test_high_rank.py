@@ -4,12 +4,16 @@ them itself, and the compiled backend compiles nothing for them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import nbdiff as nd
 from nbdiff.backends.codegen import structure_problem
 from nbdiff.graph.types import max_ndim
+from nbdiff.ops import indexing
 from nbdiff.ops.elemwise import Mul, Tanh
 from nbdiff.ops.fused import MAX_FUSED_NDIM, FusedElemwise
 
@@ -92,3 +96,63 @@ def test_a_wide_fused_op_still_computes_numpys_values():
     a, b = np.full(a_shape, 0.5), np.arange(3.0).reshape(b_shape)
     (value,) = wide_kernel(40).perform(a, b)  # tanh(a) dies at the product, which may reuse its buffer
     np.testing.assert_allclose(value, np.tanh(a) * b)
+
+
+# -- scatter-adds (the gradients of indexing): NumPy's ufunc.at crashes the process past 32 dimensions ---------------
+WIDE_GRADIENTS = """
+import numpy as np
+import nbdiff as nd
+
+n = 40
+shape = [1] * n
+shape[0], shape[-1] = 2, 4
+x, i = nd.tensor("x", ndim=n), nd.tensor("i", ndim=n, dtype="int64")
+a = np.random.default_rng(0).normal(size=shape)
+a2, idx = a.reshape(2, 4), np.zeros(shape[:-1] + [2], dtype=np.int64)
+
+cost = -nd.sum(nd.take_along_axis(nd.log_softmax(x, axis=-1), i, axis=-1))
+softmax = np.exp(a) / np.exp(a).sum(axis=-1, keepdims=True)
+onehot = np.zeros_like(a)
+onehot[..., 0] = 2
+np.testing.assert_allclose(nd.function([x, i], nd.grad(cost, x))(a, idx), 2 * softmax - onehot)
+
+picked = nd.sum(x[0, ..., [0, 0, 3]] ** 2)
+expected = np.zeros((2, 4))
+np.add.at(expected, (0, [0, 0, 3]), 2 * a2[0, [0, 0, 3]])
+np.testing.assert_allclose(nd.function([x], nd.grad(picked, x))(a), expected.reshape(shape))
+
+taken = nd.sum(nd.take_along_axis(x, i, axis=-1) * 3)
+np.testing.assert_allclose(nd.function([x, i], nd.grad(taken, x))(a, idx), onehot * 3)
+print("agreed")
+"""
+
+
+def test_gradients_of_indexing_beyond_32_dimensions_do_not_crash():
+    """In a separate process: before, ``np.add.at`` on such arrays ended the process with a segmentation fault."""
+    result = subprocess.run([sys.executable, "-c", WIDE_GRADIENTS], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "agreed"
+
+
+ADD_AT_CASES = [
+    ((5,), lambda: np.array([0, 0, 4, -1, 2]), (5,)),
+    ((3, 4), lambda: (np.array([[0], [2], [0]]), slice(None, None, -2)), (3, 1, 2)),
+    ((3, 4), lambda: (Ellipsis, np.array([1, 1, 3])), (3, 3)),
+    ((3, 4), lambda: (None, 1, np.array([0, 0])), (1, 2)),
+    ((2, 3, 4), lambda: (np.array([[True, False, True], [False, True, True]]), np.array([0, 3, 3, 0])), (4,)),
+    ((2, 3, 4), lambda: (1, slice(None), np.array([[2, 2], [0, 1]])), (2, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("shape, make_index, values_shape", ADD_AT_CASES)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_add_at_by_flat_positions_is_numpys_add_at(monkeypatch, shape, make_index, values_shape, order):
+    """The way ``add_at`` takes past 32 dimensions, forced here on small arrays, gives ``np.add.at``'s values."""
+    monkeypatch.setattr(indexing, "UFUNC_AT_MAX_NDIM", 0)
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=values_shape)
+    expected = np.asarray(rng.normal(size=shape), dtype=np.float32, order=order)
+    got = expected.copy(order=order)
+    np.add.at(expected, make_index(), values)
+    indexing.add_at(got, make_index(), values)
+    np.testing.assert_array_equal(got, expected)

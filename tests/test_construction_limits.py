@@ -140,6 +140,14 @@ def test_broadcast_to_a_shape_no_array_can_have_is_refused():
     assert "broadcast_to: shape (4611686018427387904, 4) of float64 needs at least" in message_of(info, line)
 
 
+def test_take_along_axis_beyond_numpys_index_array_limit_is_refused():
+    x, i = nd.tensor("x", ndim=max_ndim()), nd.tensor("i", ndim=max_ndim(), dtype="int64")
+    with pytest.raises(IndexingError) as info:
+        line = lineno() + 1
+        nd.take_along_axis(x, i, axis=0)
+    assert f"take_along_axis: NumPy indexes with at most {max_ndim() - 1} arrays" in message_of(info, line)
+
+
 # -- constructor arguments ------------------------------------------------------------------------------------------
 CONSTRUCTORS = {"scalar": {}, "vector": {}, "matrix": {}, "tensor": {"ndim": 3}}  # kind -> its other arguments
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from nbdiff.errors import IndexingError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
-from nbdiff.graph.types import MAX_INDEX, TensorType, broadcast_shapes, normalize_axes
+from nbdiff.graph.types import MAX_INDEX, TensorType, broadcast_shapes, max_ndim, normalize_axes
 
 ARRAY = "array"  # marks the place of an array index (integer array or boolean mask) among ``Index.items``
 
@@ -369,6 +369,9 @@ def _along_axis_shape(op: Op, arr: Variable, indices: Variable, axis: int | None
     else:
         if indices.ndim != arr.ndim:
             raise op.error(ShapeError, "indices and arr must have the same number of dimensions", [arr, indices])
+        if arr.ndim >= max_ndim():  # one index array per dimension: NumPy refuses the last one, as its own would
+            detail = f"NumPy indexes with at most {max_ndim() - 1} arrays: arr may have {max_ndim() - 1} dimensions"
+            raise op.error(IndexingError, detail, [arr, indices])
         dims = []
         for dim, (a, i) in enumerate(zip(arr.shape, indices.shape)):
             if dim == axis:

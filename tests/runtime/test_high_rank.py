@@ -156,3 +156,17 @@ def test_add_at_by_flat_positions_is_numpys_add_at(monkeypatch, shape, make_inde
     np.add.at(expected, make_index(), values)
     indexing.add_at(got, make_index(), values)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_softmax_family_at_numpys_largest_rank():
+    """Their max-shift gathers with one index array per dimension, which NumPy refuses at 64: they reduce instead."""
+    ndim = max_ndim()
+    x = nd.tensor("x", ndim=ndim)
+    a = np.random.default_rng(2).normal(size=shapes(ndim)[0])
+    f = nd.function([x], [nd.softmax(x), nd.logsumexp(x, axis=-1), nd.log_softmax(x, axis=0)])
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    softmax = e / e.sum(axis=-1, keepdims=True)
+    logsumexp = np.log(np.sum(np.exp(a), axis=-1))
+    log_softmax = a - np.log(np.sum(np.exp(a), axis=0, keepdims=True))
+    for value, expected in zip(f(a), [softmax, logsumexp, log_softmax]):
+        np.testing.assert_allclose(value, expected, rtol=1e-12)

@@ -207,8 +207,8 @@ def test_integer_indices_at_the_ends_of_intp_build_and_fail_at_the_call_in_nbdif
 # -- arange ---------------------------------------------------------------------------------------------------------
 def test_a_huge_arange_builds_without_allocating_and_fails_at_the_call():
     line = lineno() + 1
-    big = nd.arange(2**50)  # 8 PiB of int64: more than any address space
-    assert isinstance(big.owner.op, Arange) and big.type.describe() == f"int64[{2**50}]"
+    big = nd.arange(2**59)  # 4 EiB of int64: more than any address space, even with 5-level paging
+    assert isinstance(big.owner.op, Arange) and big.type.describe() == f"int64[{2**59}]"
     x = nd.vector("x")
     f = nd.function([x], nd.sum(x) + nd.sum(big))
     with pytest.raises(ExecutionError) as info:

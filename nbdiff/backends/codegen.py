@@ -35,7 +35,7 @@ import numpy as np
 from nbdiff.errors import BackendError, NbdiffError
 from nbdiff.graph.basic import Op, Variable
 from nbdiff.graph.types import SUPPORTED_DTYPES, TensorType, is_float, is_integer
-from nbdiff.ops.fused import FusedElemwise, member_kind
+from nbdiff.ops.fused import MAX_FUSED_NDIM, FusedElemwise, member_kind
 from nbdiff.ops.reduce import Sum
 
 LAYOUT_CACHE_SIZE = 512  # (kernel structure, input shapes) pairs whose layout is remembered
@@ -166,6 +166,8 @@ def _value_args(member: Op, args: tuple[int, ...]) -> tuple[int, ...]:
 def structure_problem(op: FusedElemwise) -> str | None:
     """Why no flat-loop kernel can run ``op`` whatever its inputs' shapes (None when one can)."""
     n = op.n_inputs
+    if any(ndim > MAX_FUSED_NDIM for _, ndim in op.input_kinds):
+        return f"an input has more than {MAX_FUSED_NDIM} dimensions, the most a kernel's layout handles"
     for k, (member, _) in enumerate(op.program):
         if member_kind(member) is None:
             return f"member t{k} ({member.name}) cannot run inside a fused loop"

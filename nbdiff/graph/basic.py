@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from nbdiff.errors import DTypeError, GraphError, node_error
+from nbdiff.errors import DTypeError, GraphError, ShapeError, node_error
 from nbdiff.graph.provenance import Origin, Provenance, current_origin, inherited_origins
-from nbdiff.graph.types import TensorType, as_dtype, is_float
+from nbdiff.graph.types import TensorType, as_dtype, is_float, max_ndim, ndim_limit_detail
 
 if TYPE_CHECKING:  # pragma: no cover
     from nbdiff.gradient import GradResult
@@ -415,7 +415,11 @@ class Op:
             if not message.startswith("constant: "):
                 raise
             raise self.error(DTypeError, message.removeprefix("constant: "), inputs) from None
-        return apply(self, variables, self.infer(*variables))
+        types = self.infer(*variables)
+        for type_ in types:
+            if type_.ndim > max_ndim():  # expand_dims, stack, None indices: refused here, not in NumPy at run time
+                raise self.error(ShapeError, f"the result would have {ndim_limit_detail(type_.ndim)}", variables)
+        return apply(self, variables, types)
 
     def __call__(self, *inputs: Any) -> Any:
         node = self.make_node(*inputs)

@@ -36,7 +36,7 @@ def as_dtype(dtype: object) -> str:
     """Normalise a dtype-like (``"float32"``, ``np.float32``, ``float``) to its name; raise for unsupported ones."""
     try:
         name = np.dtype(dtype).name  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # NumPy parses strings: "f8,", "(" raise these
         raise node_error(
             DTypeError, "dtype", f"unknown dtype {dtype!r}; nbdiff supports {', '.join(SUPPORTED_DTYPES)}"
         ) from None
@@ -44,6 +44,66 @@ def as_dtype(dtype: object) -> str:
         supported = ", ".join(SUPPORTED_DTYPES)
         raise node_error(DTypeError, "dtype", f"unsupported dtype {name!r}; nbdiff supports {supported}")
     return name
+
+
+MAX_INDEX = int(np.iinfo(np.intp).max)  # the largest dimension, size or byte count a NumPy array can have
+
+
+@functools.cache
+def max_ndim() -> int:
+    """The most dimensions a NumPy array can have (64 in NumPy 2, 32 in NumPy 1), found once by asking NumPy."""
+    allowed, refused = 1, 2
+    while refused < 1 << 16 and _numpy_allows_ndim(refused):
+        allowed, refused = refused, refused * 2
+    while refused - allowed > 1:
+        middle = (allowed + refused) // 2
+        allowed, refused = (middle, refused) if _numpy_allows_ndim(middle) else (allowed, middle)
+    return allowed
+
+
+def _numpy_allows_ndim(ndim: int) -> bool:
+    try:
+        np.empty((1,) * ndim, dtype=np.bool_)
+    except ValueError:
+        return False
+    return True
+
+
+def static_shape(op_name: str, shape: Sequence[object], dtype: str, inputs: Sequence[object] = ()) -> Shape:
+    """``shape`` as a tuple of Python ints and ``None`` (unknown), refused with ``ShapeError`` when no NumPy array of
+    ``dtype`` can have it: an entry that is not a non-negative int or None, more than ``max_ndim()`` dimensions,
+    or (for the known dimensions) more elements or bytes than ``np.intp`` can count."""
+    if len(shape) > max_ndim():
+        raise node_error(ShapeError, op_name, ndim_limit_detail(len(shape)), inputs)
+    dims = []
+    for dim in shape:
+        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)) or dim < 0):
+            raise node_error(
+                ShapeError, op_name, f"shape entries must be non-negative ints or None, got {_shown(shape)}", inputs
+            )
+        dims.append(None if dim is None else int(dim))
+    nbytes = numpy_dtype(dtype).itemsize
+    for dim in dims:
+        nbytes *= dim or 1  # NumPy refuses a shape whose non-zero dimensions overflow, even next to a 0
+    if nbytes > MAX_INDEX:
+        raise node_error(
+            ShapeError,
+            op_name,
+            f"shape {_shown(shape)} of {dtype} needs at least {nbytes} bytes; a NumPy array holds at most "
+            f"{MAX_INDEX} (the largest np.intp)",
+            inputs,
+        )
+    return tuple(dims)
+
+
+def ndim_limit_detail(ndim: int) -> str:
+    """The message for a type with more dimensions than NumPy allows."""
+    return f"{ndim} dimensions, but a NumPy array has at most {max_ndim()}"
+
+
+def _shown(shape: Sequence[object]) -> str:
+    """A user's shape for a message (shapes within ``max_ndim()`` entries are short enough to show whole)."""
+    return repr(tuple(shape))
 
 
 @functools.cache
@@ -131,6 +191,28 @@ def broadcast_shapes(op_name: str, *shapes: Shape) -> Shape:
             result.append(None)
         else:
             result.append(1)
+    return tuple(result)
+
+
+def broadcast_array_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """NumPy's broadcast of run-time shapes, as ``np.broadcast_shapes`` (same result and message), for any number of
+    dimensions an array can have: ``np.broadcast_shapes`` stops at 32 even where arrays have 64."""
+    ndim = max((len(shape) for shape in shapes), default=0)
+    result = []
+    for axis in range(ndim):  # axis by axis, then shape by shape: the first mismatch is the one NumPy names
+        size, setter = 1, 0
+        for position, shape in enumerate(shapes):
+            offset = axis - ndim + len(shape)
+            dim = shape[offset] if offset >= 0 else 1
+            if dim == 1 or dim == size:
+                continue
+            if size != 1:
+                raise ValueError(
+                    "shape mismatch: objects cannot be broadcast to a single shape.  Mismatch is between "
+                    f"arg {setter} with shape {tuple(shapes[setter])} and arg {position} with shape {tuple(shape)}."
+                )
+            size, setter = dim, position
+        result.append(size)
     return tuple(result)
 
 

@@ -3,14 +3,15 @@
 An annotation is read from the syntax tree, never evaluated. Its grammar::
 
     annotation := KIND | KIND "[" arguments "]"
-    KIND       := scalar | vector | matrix | tensor | tensorN      (N = the rank: tensor0, tensor3, ...)
+    KIND       := scalar | vector | matrix | tensor | tensorN      (N = the rank, at most NumPy's limit: 64 in NumPy 2)
     arguments  := DTYPE | [DTYPE ","] DIM ("," DIM)*
     DTYPE      := a dtype name nbdiff supports: float32, float64, int64, bool, ... (bare, quoted or np.float32)
     DIM        := a non-negative int literal | None                 (None: known only at run time)
 
 The dtype defaults to float64. ``scalar`` takes a dtype only; ``vector``, ``matrix`` and ``tensorN`` take no
 dimensions (all unknown) or exactly 1, 2 and N of them; plain ``tensor`` takes its rank from its dimensions
-(``tensor[float32, None, 3, 3]``). A malformed declaration raises ``UsageError`` naming the cell line.
+(``tensor[float32, None, 3, 3]``). A malformed declaration, or a shape no NumPy array can have (too many dimensions,
+too many bytes), raises ``UsageError`` naming the cell line.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from dataclasses import dataclass
 
 from IPython.core.error import UsageError
 
+from nbdiff.errors import ShapeError
 from nbdiff.graph.basic import Variable
-from nbdiff.graph.types import SUPPORTED_DTYPES
+from nbdiff.graph.types import SUPPORTED_DTYPES, max_ndim, static_shape
 from nbdiff.variables import tensor
 
 FIXED_RANKS = {"scalar": 0, "vector": 1, "matrix": 2}
 _TENSOR_KIND = re.compile(r"tensor(\d*)")
 KINDS_HINT = "scalar, vector, matrix, tensor[dims] or tensorN (e.g. tensor3)"
+RANK_DIGITS = 4  # a tensorN rank with more digits is over NumPy's limit anyway: never converted (int() of huge text)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,10 @@ def kind_rank(kind: str) -> int | None:
     match = _TENSOR_KIND.fullmatch(kind)
     if match is None:
         raise KeyError(kind)
-    return int(match.group(1)) if match.group(1) else None
+    digits = match.group(1)
+    if not digits:
+        return None
+    return int(digits) if len(digits) <= RANK_DIGITS else 10**RANK_DIGITS
 
 
 def names_a_kind(annotation: ast.expr) -> bool:
@@ -71,7 +77,8 @@ def names_a_kind(annotation: ast.expr) -> bool:
 
 def parse_declaration(statement: ast.AnnAssign, source: str) -> InputSpec:
     """The input a ``name: annotation`` statement declares; ``UsageError`` naming the line if it is malformed."""
-    where = f"line {statement.lineno}: `{ast.get_source_segment(source, statement) or ''}`"
+    segment = ast.get_source_segment(source, statement) or ""
+    where = f"line {statement.lineno}: `{segment if len(segment) <= 80 else segment[:77] + '...'}`"
     if not isinstance(statement.target, ast.Name):
         raise UsageError(f"{where}: declare an input with a plain name, e.g. `x: vector`")
     annotation = statement.annotation
@@ -87,8 +94,14 @@ def parse_declaration(statement: ast.AnnAssign, source: str) -> InputSpec:
     if arguments and _looks_like_dtype(arguments[0]):
         dtype = _parse_dtype(arguments[0], where)
         arguments = arguments[1:]
+    if len(arguments) > max_ndim():
+        raise UsageError(f"{where}: {len(arguments)} dimensions, but a NumPy array has at most {max_ndim()}")
     dims = tuple(_parse_dim(node, where) for node in arguments)
     shape = _shape_for(kind, dims, where)
+    try:
+        static_shape(kind, shape, dtype)
+    except ShapeError as exc:  # e.g. more bytes than an array can hold: the first line, without nbdiff's "at ..."
+        raise UsageError(f"{where}: {str(exc).splitlines()[0].removeprefix(kind + ': ')}") from None
     return InputSpec(statement.target.id, dtype, shape, statement.lineno)
 
 
@@ -130,6 +143,8 @@ def _parse_dim(node: ast.expr, where: str) -> int | None:
 def _shape_for(kind: str, dims: tuple[int | None, ...], where: str) -> tuple[int | None, ...]:
     """The static shape of a declaration of ``kind`` with the given dimensions (none given: all unknown)."""
     rank = kind_rank(kind)
+    if rank is not None and rank > max_ndim():
+        raise UsageError(f"{where}: too many dimensions: a NumPy array has at most {max_ndim()}")
     if rank is None:
         if not dims:
             raise UsageError(f"{where}: give tensor its dimensions (tensor[None, 3]) or a rank (tensor2)")

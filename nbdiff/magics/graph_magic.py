@@ -11,8 +11,9 @@ from __future__ import annotations
 import ast
 import importlib
 import keyword
-from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+import re
+from types import MappingProxyType, ModuleType
+from typing import Any, Callable, Container, Mapping, Sequence
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
@@ -29,6 +30,7 @@ from nbdiff.magics.cell import ParsedCell, execute, parse_cell, register_source
 
 WIDGET_MODULES = ("nbdiff.widgets", "ipywidgets", "anywidget")  # missing ones mean: show text instead
 ARGUMENTS = "NAME [--wrt INPUT ...] [--outputs VAR ...] [--backend {auto,numpy,cpu,cuda}] [--no-widget]"
+IPYTHON_HISTORY_NAME = re.compile(r"_+|_i+|_i?\d+|_[iod]h")  # _, __, _i, _ii, _5, _i5, _oh, _dh, _ih
 
 
 @magics_class
@@ -81,18 +83,27 @@ class GraphMagics(Magics):
         binds f, with f(x0, W0) -> [y, dy/dx].
         """
         args = parse_argstring(self.graph, line)
-        name = function_name(args.name)
+        name = function_name(args.name, self.shell.user_ns, self.shell.user_ns_hidden)
         built = build_function(cell, name, self.shell.user_ns, args.outputs, args.wrt, args.backend)
         self.shell.user_ns[name] = built
         show(built, widget=not args.no_widget)
 
 
-def function_name(name: str | None) -> str:
-    """The NAME argument, checked: a Python identifier that is not a keyword."""
+def function_name(name: str | None, user_ns: Mapping[str, Any], hidden: Container[str]) -> str:
+    """The NAME argument, checked: a Python identifier that is not a keyword, and whose binding breaks nothing in
+    the user namespace ``user_ns``: no ``__`` name (``__builtins__``, ``__name__``), none of IPython's own names
+    (``hidden``: ``In``, ``Out``, ``get_ipython``, ``exit``, ...; output history ``_``, ``_5``, ``_i5``), no module."""
     if name is None:
         raise UsageError("%%graph needs a NAME to bind the function to: %%graph NAME [--wrt x ...] (NAME first)")
     if not name.isidentifier() or keyword.iskeyword(name):
         raise UsageError(f"%%graph: NAME must be a Python identifier, got {name!r}")
+    if name.startswith("__"):
+        raise UsageError(f"%%graph: NAME {name!r} starts with '__': Python and IPython own such names; choose another")
+    if name in hidden or IPYTHON_HISTORY_NAME.fullmatch(name):
+        raise UsageError(f"%%graph: NAME {name!r} is one of IPython's own names; choose another")
+    if isinstance(user_ns.get(name), ModuleType):
+        module = user_ns[name].__name__
+        raise UsageError(f"%%graph: NAME {name!r} would replace the module {module} in the namespace; choose another")
     return name
 
 

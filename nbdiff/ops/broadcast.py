@@ -17,7 +17,7 @@ import numpy as np
 from nbdiff.errors import DTypeError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable
 from nbdiff.graph.dims import broadcast_dims
-from nbdiff.graph.types import TensorType, as_dtype, broadcast_shapes, is_float
+from nbdiff.graph.types import TensorType, as_dtype, broadcast_array_shapes, broadcast_shapes, is_float
 
 
 def _reduced_axes(from_shape: tuple[int, ...], to_shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -69,7 +69,7 @@ class BroadcastLike(Op):
     def perform(self, a: np.ndarray, like: np.ndarray) -> tuple[np.ndarray]:
         if a.shape == like.shape:
             return (a,)
-        shape = np.broadcast_shapes(a.shape, like.shape)
+        shape = broadcast_array_shapes(a.shape, like.shape)
         return (np.broadcast_to(a, shape),)
 
     def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:

@@ -29,13 +29,17 @@ from nbdiff.errors import DTypeError, ExecutionError, NbdiffError, ShapeError, n
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, apply
 from nbdiff.graph.provenance import Provenance, inherit, transform
 from nbdiff.graph.traversal import paused_gc
-from nbdiff.graph.types import TensorType, is_float
+from nbdiff.graph.types import TensorType, broadcast_array_shapes, is_float
 from nbdiff.ops.broadcast import AssertShapeLike, BroadcastLike, FillLike, SumToLike
 from nbdiff.ops.elemwise import Elemwise
 from nbdiff.ops.reduce import Sum
 
 INFINITY = float("inf")
 TYPES_CACHE_SIZE = 4  # input-type signatures whose member types a fused op remembers
+# The most dimensions a fused kernel's values may have: NumPy's broadcasting helpers (np.broadcast_shapes, which the
+# interpreter and the kernel layouts use) stop at 32 even in NumPy 2, where arrays and ufuncs reach 64. Wider
+# values are never fused: their ops run one by one in the interpreter.
+MAX_FUSED_NDIM = 32
 
 
 class Instruction(NamedTuple):
@@ -268,7 +272,7 @@ class FusedElemwise(Op):
             if pool:
                 shape = args[0].shape
                 if any(a.shape != shape for a in args):
-                    shape = np.broadcast_shapes(*(a.shape for a in args))
+                    shape = broadcast_array_shapes(*(a.shape for a in args))
                 for position in range(len(pool) - 1, -1, -1):  # the most recently freed first: warm in cache
                     buffer = pool[position]
                     if buffer.shape == shape and buffer.dtype == step.numpy_dtype:

@@ -17,7 +17,7 @@ import numpy as np
 
 from nbdiff.errors import IndexingError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
-from nbdiff.graph.types import TensorType, broadcast_shapes, normalize_axes
+from nbdiff.graph.types import MAX_INDEX, TensorType, broadcast_shapes, max_ndim, normalize_axes
 
 ARRAY = "array"  # marks the place of an array index (integer array or boolean mask) among ``Index.items``
 
@@ -145,6 +145,28 @@ def index_shape(op: Op, x: Variable, items: tuple, arrays: Sequence[Variable]) -
     return tuple(dims[:block_at]) + tuple(shape) + tuple(dims[block_at:])
 
 
+UFUNC_AT_MAX_NDIM = 32  # np.add.at crashes the process (NumPy 2.4: a segmentation fault) past 32 dimensions
+
+
+def add_at(out: np.ndarray, index: Any, values: Any) -> None:
+    """``np.add.at(out, index, values)`` for arrays of any rank NumPy allows.
+
+    NumPy's ``ufunc.at`` ends the process with a segmentation fault when the array or the indexed result has more
+    than 32 dimensions. There, the flat positions ``index`` selects are read from an array of positions (indexing
+    works to 64 dimensions) and the values are added on the flat array, in the same order."""
+    parts = index if isinstance(index, tuple) else (index,)
+    widest = max((np.ndim(part) for part in parts if isinstance(part, np.ndarray)), default=0)
+    bound = out.ndim + sum(1 for part in parts if part is None) + widest  # at least the indexed result's rank
+    if bound <= UFUNC_AT_MAX_NDIM:
+        np.add.at(out, index, values)
+        return
+    positions = np.arange(out.size).reshape(out.shape)[index]
+    flat = np.ascontiguousarray(out).reshape(-1)  # a view when ``out`` is C-contiguous
+    np.add.at(flat, positions.reshape(-1), np.broadcast_to(values, positions.shape).reshape(-1))
+    if not np.shares_memory(flat, out):
+        out[...] = flat.reshape(out.shape)
+
+
 def numpy_index(items: tuple, arrays: Sequence[np.ndarray]) -> tuple:
     """The NumPy index tuple for ``items`` with the run-time ``arrays`` in place of the markers."""
     pending = list(arrays)
@@ -218,7 +240,7 @@ class IndexAdd(Op):
         out = np.zeros(x.shape, dtype=g.dtype)
         index = numpy_index(self.items, arrays)
         if any(a.dtype != np.bool_ for a in arrays):
-            np.add.at(out, index, g)  # integer arrays may repeat a position: accumulate
+            add_at(out, index, g)  # integer arrays may repeat a position: accumulate
         else:
             out[index] = g  # basic indices and masks reach each position at most once
         return (out,)
@@ -266,8 +288,19 @@ def _array_item(x: Variable, item: Any) -> Any:
     if data.dtype.kind not in "biu":
         raise _index_error(x, f"arrays used as indices must be integer or boolean, got {data.dtype}")
     if data.ndim == 0 and data.dtype.kind != "b":
-        return int(data)
+        return _int_item(x, int(data))
+    if data.dtype.kind == "u" and data.size and int(data.max()) > MAX_INDEX:
+        _int_item(x, int(data.max()))  # NumPy would wrap it to a negative index
     return constant(data)
+
+
+def _int_item(x: Variable, value: int) -> int:
+    """An integer index, refused when outside ``np.intp`` (NumPy would fail at run time, or wrap a uint64)."""
+    if not -MAX_INDEX - 1 <= value <= MAX_INDEX:
+        raise _index_error(
+            x, f"index {value} is out of bounds for any array: integer indices must fit in np.intp (int64)"
+        )
+    return value
 
 
 def _parse_item(x: Variable, item: Any) -> tuple[Any, Variable | None]:
@@ -283,7 +316,7 @@ def _parse_item(x: Variable, item: Any) -> tuple[Any, Variable | None]:
     if isinstance(item, (bool, np.bool_)):
         return ARRAY, constant(np.asarray(item))
     if isinstance(item, (int, np.integer)):
-        return int(item), None
+        return _int_item(x, int(item)), None
     if isinstance(item, (float, np.floating)):
         raise _index_error(
             x,
@@ -336,6 +369,9 @@ def _along_axis_shape(op: Op, arr: Variable, indices: Variable, axis: int | None
     else:
         if indices.ndim != arr.ndim:
             raise op.error(ShapeError, "indices and arr must have the same number of dimensions", [arr, indices])
+        if arr.ndim >= max_ndim():  # one index array per dimension: NumPy refuses the last one, as its own would
+            detail = f"NumPy indexes with at most {max_ndim() - 1} arrays: arr may have {max_ndim() - 1} dimensions"
+            raise op.error(IndexingError, detail, [arr, indices])
         dims = []
         for dim, (a, i) in enumerate(zip(arr.shape, indices.shape)):
             if dim == axis:
@@ -395,9 +431,9 @@ class AddAlongAxis(Op):
         out = np.zeros(arr.shape, dtype=g.dtype)
         if self.axis is None:
             flat = out.reshape(-1)
-            np.add.at(flat, indices, g)
+            add_at(flat, indices, g)
             return (flat.reshape(arr.shape),)
-        np.add.at(out, along_axis_index(arr.shape, indices, self.axis), g)
+        add_at(out, along_axis_index(arr.shape, indices, self.axis), g)
         return (out,)
 
     def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:

@@ -19,11 +19,11 @@ import numpy as np
 from nbdiff.errors import ShapeError
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable
 from nbdiff.graph.dims import broadcast_dims
-from nbdiff.graph.types import TensorType, broadcast_shapes, is_float, normalize_axes
+from nbdiff.graph.types import TensorType, broadcast_array_shapes, broadcast_shapes, is_float, normalize_axes
 from nbdiff.ops import elemwise as ew
 from nbdiff.ops.broadcast import sum_to_like
 from nbdiff.ops.compiled import Arguments, OpKernel, one_per_row, rows_of
-from nbdiff.ops.indexing import TakeAlongAxis, _along_axis_shape, along_axis_index
+from nbdiff.ops.indexing import TakeAlongAxis, _along_axis_shape, add_at, along_axis_index
 from nbdiff.ops.reduce import Sum, check_keepdims, reduced_shape, restore_axes
 
 
@@ -35,7 +35,8 @@ def _float_dtype(dtype: str) -> str:
 def _shifted(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``x`` in its float dtype minus its finite slice maximum (0 where the maximum is infinite or the slice empty)."""
     x = x if x.dtype.kind == "f" else x.astype("float64")  # float16 is no nbdiff dtype: floats are float32/64
-    if len(axes) == 1 and x.shape[axes[0]] > 0:  # argmax, then a gather: 8 us where max takes 20 (256 x 10)
+    # argmax, then a gather: 8 us where max takes 20 (256 x 10); NumPy gathers with at most 63 index arrays
+    if len(axes) == 1 and x.shape[axes[0]] > 0 and x.ndim <= 32:
         top = x[along_axis_index(x.shape, np.expand_dims(np.argmax(x, axis=axes[0]), axes[0]), axes[0])]
     else:
         top = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
@@ -243,7 +244,7 @@ class LogSoftmaxTakeGrad(Op):
     def perform(self, probabilities: np.ndarray, indices: np.ndarray, g: np.ndarray) -> tuple[np.ndarray]:
         g = g.astype(probabilities.dtype, copy=False)
         where = along_axis_index(probabilities.shape, indices, self.axis)
-        taken = np.broadcast_shapes(g.shape, *(w.shape for w in where))
+        taken = broadcast_array_shapes(g.shape, *(w.shape for w in where))
         if taken[: self.axis] + taken[self.axis + 1 :] == _without(probabilities.shape, self.axis):
             result = probabilities * -g
             result[where] += g  # one index per slice, each slice once: no repeated positions
@@ -252,7 +253,7 @@ class LogSoftmaxTakeGrad(Op):
         g = np.broadcast_to(g, taken)
         past = tuple(a for a, (p, t) in enumerate(zip(probabilities.shape, taken)) if a != self.axis and p != t)
         result = probabilities * -np.sum(g, axis=past, keepdims=True)
-        np.add.at(result, where, g)
+        add_at(result, where, g)
         return (result,)
 
     def op_kernel(self, node: Apply) -> OpKernel | None:

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from nbdiff.errors import AxisError, DTypeError, GraphError, ShapeError, node_error
-from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
-from nbdiff.graph.types import TensorType, as_dtype, normalize_axes, numpy_result_dtype
+from nbdiff.graph.basic import Apply, Op, Variable, as_variable, constant
+from nbdiff.graph.types import TensorType, as_dtype, normalize_axes, numpy_result_dtype, static_shape
 from nbdiff.ops import broadcast as bc
 
 
@@ -387,7 +387,9 @@ class BroadcastTo(Op):
 def broadcast_to(x: Any, shape: Any) -> Variable:
     """``x`` broadcast to ``shape`` (ints), as NumPy's ``broadcast_to``."""
     x = as_variable(x)
-    target = _shape_entries("broadcast_to", shape, [x], allow_minus_one=False)
+    target = static_shape(
+        "broadcast_to", _shape_entries("broadcast_to", shape, [x], allow_minus_one=False), x.dtype, [x]
+    )
     if target == x.shape:
         return x
     return BroadcastTo(target)(x)
@@ -677,10 +679,14 @@ def diag(x: Any, k: int = 0) -> Variable:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# arange (a constant)
+# arange: a constant, or computed when the function runs when it is large
 # ---------------------------------------------------------------------------------------------------------------
-def arange(start: float, stop: float | None = None, step: float = 1, dtype: object = None) -> Constant:
-    """Evenly spaced values as a constant, with NumPy's ``arange`` arguments and dtype rule."""
+ARANGE_CONSTANT_MAX = 1 << 16  # elements; a larger arange is an ``Arange`` node, never allocated while building
+
+
+def arange(start: float, stop: float | None = None, step: float = 1, dtype: object = None) -> Variable:
+    """Evenly spaced values with NumPy's ``arange`` arguments and dtype rule: a constant when small, else a node
+    that computes them when the function runs (building a graph never allocates a huge array)."""
     for value in (start, stop, step):
         if isinstance(value, Variable):
             raise node_error(
@@ -691,10 +697,63 @@ def arange(start: float, stop: float | None = None, step: float = 1, dtype: obje
     if step == 0:
         raise node_error(ShapeError, "arange", "step must not be zero")
     try:
-        name = None if dtype is None else as_dtype(dtype)
+        name = _arange_dtype(start, stop, step) if dtype is None else as_dtype(dtype)
     except DTypeError as exc:
         raise node_error(DTypeError, "arange", str(exc)) from None
-    return constant(np.arange(start, stop, step, dtype=name))
+    op = Arange(start, stop, step, name)
+    (type_,) = op.infer()  # refuses a length or size no array can have
+    if type_.shape[0] > ARANGE_CONSTANT_MAX:
+        return op()
+    try:
+        return constant(op.perform()[0])
+    except (OverflowError, ValueError, TypeError) as exc:  # a bound beyond the dtype, e.g. arange(2**70, 2**70 + 3)
+        raise node_error(DTypeError, "arange", f"NumPy cannot compute it in {name}: {exc}") from None
+
+
+def _arange_dtype(start: Any, stop: Any, step: Any) -> str:
+    """NumPy's dtype for ``arange(start, stop, step)`` without ``dtype=``, asked of NumPy on a tiny range of the same
+    argument types (the dtype depends on the types only; NumPy's rule is not ``result_type``'s)."""
+    probe = [type(start)(0), None if stop is None else type(stop)(1), type(step)(1)]
+    return as_dtype(np.arange(*probe).dtype)
+
+
+def _arange_length(op_name: str, start: Any, stop: Any, step: Any) -> int:
+    """The number of values NumPy's ``arange`` gives (``ceil((stop - start) / step)``, at least 0), computed without
+    building them; ``ShapeError`` when it is not finite."""
+    if stop is None:
+        start, stop = 0, start
+    try:
+        with np.errstate(all="raise"):
+            length = math.ceil((stop - start) / step)
+    except (OverflowError, ValueError, ArithmeticError, FloatingPointError):
+        raise node_error(ShapeError, op_name, f"cannot compute the length of arange({start}, {stop}, {step})") from None
+    return max(length, 0)
+
+
+@dataclass(frozen=True, eq=False)
+class Arange(Op):
+    """``arange(start, stop, step)`` of ``dtype``, computed when the graph runs: no inputs, a static length.
+
+    ``nd.arange`` builds one when the values are too many to hold as a constant; a length NumPy cannot allocate at
+    run time fails at the call, naming the user's line."""
+
+    start: Any
+    stop: Any
+    step: Any
+    dtype: str
+
+    def infer(self) -> list[TensorType]:
+        length = _arange_length(self.name, self.start, self.stop, self.step)
+        return [TensorType(self.dtype, static_shape(self.name, (length,), self.dtype))]
+
+    def perform(self) -> tuple[np.ndarray]:
+        return (np.arange(self.start, self.stop, self.step, dtype=self.dtype),)
+
+    def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
+        return []  # no inputs
+
+    def pushforward(self, node: Apply, tangents: Sequence[Variable | None]) -> list[Any]:
+        return [None]  # a constant: no tangent
 
 
 __all__ = [

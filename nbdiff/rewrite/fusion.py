@@ -28,7 +28,7 @@ from nbdiff.graph.provenance import Provenance, inherit
 from nbdiff.graph.traversal import paused_gc
 from nbdiff.ops.broadcast import SumToLike
 from nbdiff.ops.elemwise import Elemwise
-from nbdiff.ops.fused import FusedElemwise, Instruction, member_kind
+from nbdiff.ops.fused import MAX_FUSED_NDIM, FusedElemwise, Instruction, member_kind
 from nbdiff.ops.reduce import Sum
 from nbdiff.rewrite.engine import RewriteResult, rebuild
 from nbdiff.rewrite.history import RuleFiring
@@ -164,6 +164,8 @@ class _Grouper:
         kind = member_kind(node.op)
         if kind is None or len(node.outputs) != 1:
             return False
+        if any(var.ndim > MAX_FUSED_NDIM for var in node.inputs + node.outputs):
+            return False  # beyond what a kernel handles: the interpreter runs it as it is
         if isinstance(node.op, SumToLike):  # only when it provably sums nothing
             g, like = node.inputs
             return self.facts.same(g, like)

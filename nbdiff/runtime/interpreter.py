@@ -19,7 +19,7 @@ from nbdiff.errors import ExecutionError, NbdiffError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.traversal import paused_gc
-from nbdiff.graph.types import numpy_dtype
+from nbdiff.graph.types import broadcast_array_shapes, numpy_dtype
 
 
 class Step:
@@ -161,7 +161,7 @@ def _same_type(node: Apply, position: int) -> bool:
 
 def _broadcast_shape(storage: list, inputs: list[int]) -> tuple[int, ...]:
     shapes = [getattr(storage[i], "shape", ()) for i in inputs]
-    return shapes[0] if all(s == shapes[0] for s in shapes) else np.broadcast_shapes(*shapes)
+    return shapes[0] if all(s == shapes[0] for s in shapes) else broadcast_array_shapes(*shapes)
 
 
 def _owned(result: np.ndarray, arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -14,6 +14,7 @@ from traitlets.config import Config
 
 import nbdiff as nd
 from nbdiff.errors import DisconnectedInputError, ShapeError
+from nbdiff.graph.types import max_ndim
 
 RNG = np.random.default_rng(0)
 
@@ -298,17 +299,86 @@ USAGE_ERRORS = [
     pytest.param("f", "x: vector = 3\n", "line 1: `x: vector = 3`: an input declaration takes no value", id="value"),
     pytest.param("f", "if True:\n    x: vector\n", "line 2: `x: vector`: declare inputs at the top level", id="nested"),
     pytest.param("f", "a.b: vector\n", "declare an input with a plain name", id="attribute"),
+    # sizes no NumPy array can have: refused by the grammar, never allocated
+    pytest.param(
+        "f",
+        "x: tensor99999999999\ny = x\n",
+        f"line 1: `x: tensor99999999999`: too many dimensions: a NumPy array has at most {max_ndim()}",
+        id="huge-rank",
+    ),
+    pytest.param("f", f"x: tensor{max_ndim() + 1}\n", "too many dimensions", id="rank-over-limit"),
+    pytest.param("f", "x: tensor" + "9" * 5000 + "\n", "...`: too many dimensions", id="rank-of-5000-digits"),
+    pytest.param(
+        "f", f"x: tensor[{', '.join(['1'] * (max_ndim() + 1))}]\n", "but a NumPy array has at most", id="many-dims"
+    ),
+    pytest.param(
+        "f",
+        "x: vector[99999999999999999999999]\n",
+        "shape (99999999999999999999999,) of float64 needs at least",
+        id="huge-dim",
+    ),
+    pytest.param("f", "W: matrix[int8, 4611686018427387904, 4]\n", "a NumPy array holds at most", id="huge-product"),
+    # names whose binding would break the user namespace
+    pytest.param("__builtins__", MLP_CELL, "NAME '__builtins__' starts with '__'", id="builtins"),
+    pytest.param("__name__", MLP_CELL, "NAME '__name__' starts with '__'", id="dunder"),
+    pytest.param("__f", MLP_CELL, "NAME '__f' starts with '__'", id="private"),
+    *(
+        pytest.param(name, MLP_CELL, f"NAME {name!r} is one of IPython's own names", id=f"ipython-{name}")
+        for name in ("In", "Out", "get_ipython", "exit", "quit", "_", "_i", "_ii", "_i3", "_5", "_oh", "_dh", "_ih")
+    ),
+    pytest.param("np", MLP_CELL, "NAME 'np' would replace the module numpy in the namespace", id="module"),
 ]
 
 
 @pytest.mark.parametrize("line, cell, message", USAGE_ERRORS)
 def test_misuse_raises_usage_error(shell, line, cell, message):
-    shell.push({"z_outside": nd.vector("z_outside")})
-    with pytest.raises(UsageError) as info:
-        shell.run_cell_magic("graph", line, cell)
+    shell.push({"z_outside": nd.vector("z_outside"), "np": np})
+    name = line.split()[0] if line.split() else "f"
+    before = shell.user_ns.get(name, "unbound")
+    try:
+        with pytest.raises(UsageError) as info:
+            shell.run_cell_magic("graph", line, cell)
+    finally:
+        restore(shell, name, before)  # an accepted name would break the shared shell for every later test
     assert message in str(info.value)
     assert "\n" not in str(info.value)  # a short, one-line message
     assert "f" not in shell.user_ns
+
+
+def restore(shell, name: str, value: object) -> None:
+    """Put ``name`` back as it was in the user namespace (``"unbound"``: absent)."""
+    if value == "unbound":
+        shell.user_ns.pop(name, None)
+    else:
+        shell.user_ns[name] = value
+
+
+def test_a_refused_name_leaves_later_cells_working(shell):
+    """``%%graph __builtins__`` used to bind the function over the builtins: every later cell failed."""
+    builtins = shell.user_ns["__builtins__"]
+    try:
+        result = shell.run_cell("%%graph __builtins__ --no-widget\nx: vector\ny = sum(x)\n")
+    finally:
+        shell.user_ns["__builtins__"] = builtins
+    assert isinstance(result.error_in_exec, UsageError)
+    later = shell.run_cell("total = len([1, 2]) + abs(-1)")
+    assert later.success and shell.user_ns["total"] == 3
+    f = graph(shell, "g --no-widget", "x: vector\ny = sum(x)\n")
+    assert f(np.ones(3)) == 3.0
+
+
+def test_a_module_name_is_refused_only_while_it_holds_a_module(shell):
+    shell.push({"nd": nd})
+    with pytest.raises(UsageError, match="NAME 'nd' would replace the module nbdiff"):
+        shell.run_cell_magic("graph", "nd", MLP_CELL)
+    assert shell.user_ns["nd"] is nd
+    shell.push({"nd": 3})
+    assert isinstance(graph(shell, "nd --no-widget", MLP_CELL), nd.Function)  # rebinding a plain value is fine
+
+
+def test_the_largest_rank_and_dims_numpy_allows_are_accepted(shell):
+    f = graph(shell, "f --no-widget", f"x: tensor{max_ndim()}[int8]\nW: matrix[int8, 1, {2**62}]\ny = sum(x)\n")
+    assert f.inputs[0].ndim == max_ndim() and f.inputs[1].shape == (1, 2**62)
 
 
 def test_usage_error_through_run_cell(shell):

@@ -407,6 +407,13 @@ ARANGE = [
     OpCase(
         "arange", lambda a: a - nd.arange(5, 0, -2), lambda a: a - np.arange(5, 0, -2), [(3,)], variant="negative-step"
     ),
+    OpCase(
+        "arange",
+        lambda a: a * nd.arange(0.5, 70000.5)[-3:],  # over ARANGE_CONSTANT_MAX values: computed at run time
+        lambda a: a * np.arange(0.5, 70000.5)[-3:],
+        [(3,)],
+        variant="large",
+    ),
 ]
 
 FILLS = [

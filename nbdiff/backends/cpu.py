@@ -726,16 +726,36 @@ class _CollectorPause:
 _collector_paused = _CollectorPause()
 
 
-@contextlib.contextmanager
-def _gentle_switching() -> Iterator[None]:
-    """Let the user's thread take the GIL back every millisecond while this thread imports Numba or loads kernels
-    (measured: importing Numba in a thread stalls the main thread up to ~20 ms at the default 5 ms interval)."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, LOAD_SWITCH_INTERVAL))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
+class _GentleSwitching:
+    """Lets the user's thread take the GIL back every millisecond while any thread imports Numba or loads kernels
+    (measured: importing Numba in a thread stalls the main thread up to ~20 ms at the default 5 ms interval).
+
+    The switch interval is process-wide, so it has one owner: the first thread in saves the interval and sets
+    ``LOAD_SWITCH_INTERVAL``, the last one out restores it, whatever order overlapping loads end in (each thread
+    restoring what it saw would leave the 1 ms interval for good when two loads overlap)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._saved, LOAD_SWITCH_INTERVAL))
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    sys.setswitchinterval(self._saved)
+
+
+_gentle_switching = _GentleSwitching()
 
 
 def start(function: Function, backend: str, fastmath: bool = False) -> CpuCompilation | None:

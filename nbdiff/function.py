@@ -8,6 +8,7 @@ its kernels are loaded it installs a compiled *candidate*, whose first call is c
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any, Callable, Sequence
 
@@ -17,7 +18,7 @@ from nbdiff.config import options
 from nbdiff.errors import BackendError, InputError, NbdiffError, node_error
 from nbdiff.graph.basic import Variable, as_variable
 from nbdiff.graph.fgraph import Graph, check_function_inputs
-from nbdiff.graph.types import numpy_dtype
+from nbdiff.graph.types import FLOAT_DTYPES, SUPPORTED_DTYPES, numpy_dtype
 from nbdiff.rewrite.fusion import kernels_of
 from nbdiff.rewrite.pipeline import run_pipeline, select_passes
 from nbdiff.runtime.events import EventLog, KernelEvent
@@ -202,6 +203,12 @@ class Function:
 
 
 _MISSING = object()
+_FLOAT_MAX = {np.dtype(name): float(np.finfo(name).max) for name in FLOAT_DTYPES}
+_INT_RANGE = {
+    np.dtype(name): (int(np.iinfo(name).min), int(np.iinfo(name).max))
+    for name in SUPPORTED_DTYPES
+    if name != "bool" and name not in FLOAT_DTYPES
+}
 
 
 def convert_argument(var: Variable, value: Any, position: int, where: str = "function") -> np.ndarray:
@@ -220,12 +227,47 @@ def convert_argument(var: Variable, value: Any, position: int, where: str = "fun
         raise _argument_error(where, position, var, detail)
     if not var.type.accepts(array.shape):
         raise _argument_error(where, position, var, f"expected shape {var.type.describe()}, got {array.shape}")
-    if array.dtype != numpy_dtype(var.dtype):
-        if not np.can_cast(array.dtype, var.dtype, casting="same_kind"):
+    target = numpy_dtype(var.dtype)
+    if array.dtype != target:
+        if not np.can_cast(array.dtype, target, casting="same_kind"):
             detail = f"cannot convert {array.dtype}{list(array.shape)} to {var.dtype} without losing information"
             raise _argument_error(where, position, var, detail)
-        array = array.astype(var.dtype)
+        if np.can_cast(array.dtype, target, casting="safe"):
+            return array.astype(target)
+        converted, lost = _narrowed(array, target)
+        if lost is not None:
+            detail = (
+                f"cannot convert {array.dtype}{list(array.shape)} to {var.dtype} without losing information: "
+                f"the value {lost!r} is outside {var.dtype}'s range"
+            )
+            raise _argument_error(where, position, var, detail)
+        return converted
     return array
+
+
+def _narrowed(array: np.ndarray, target: np.dtype) -> tuple[np.ndarray, Any]:
+    """``array`` cast to a narrower dtype of the same kind, and the first value the cast would change beyond
+    rounding (None when none): an integer outside ``target``'s range, which would wrap (uint64 2**63 into int64),
+    or a finite float beyond it, which would become infinite (1e300 into float32; inf and NaN stay allowed)."""
+    if target.kind in "iu":  # integers: a range check on the extremes, then a cast that changes nothing
+        if array.size:
+            lowest, highest = _INT_RANGE[target]
+            low, high = (array.item(),) * 2 if array.size == 1 else (array.min().item(), array.max().item())
+            if low < lowest or high > highest:
+                return array, low if low < lowest else high
+        return array.astype(target), None
+    if array.size == 1:  # one value (a scalar argument): its range checked in Python, no floating-point state
+        value = array.item()
+        if not (math.isfinite(value) and abs(value) > _FLOAT_MAX[target]):
+            return array.astype(target), None
+    with np.errstate(over="ignore"):
+        converted = array.astype(target)
+    overflow = np.isinf(converted)
+    if overflow.any():
+        overflow &= np.isfinite(array)
+        if overflow.any():
+            return converted, array[overflow][0].item()
+    return converted, None
 
 
 def _argument_error(where: str, position: int, var: Variable, detail: str) -> InputError:

@@ -339,14 +339,15 @@ def test_scalar_entry_point_with_an_integer_input_gives_the_interpreters_results
     f = nd.function([n, a], y, backend="cpu")
     reference = nd.function([n, a], y, backend="numpy")
     assert f.wait(WAIT) == "compiled"
-    for args in [(3, 2.0), (3, 2.0), (-7, 0.5), (np.int64(4), 1.0), (True, 1.0), (2**63 + 5, 1.0)]:
+    for args in [(3, 2.0), (3, 2.0), (-7, 0.5), (np.int64(4), 1.0), (True, 1.0)]:
         call_both(f, reference, args, f"f{args}")
         assert f.backend == "cpu"
-    with pytest.raises(InputError, match="expected a numeric array") as error:
-        f(2**70, 1.0)  # beyond int64: the same error as the interpreter's, on the fast path too
-    with pytest.raises(InputError) as expected:
-        reference(2**70, 1.0)
-    assert str(error.value).splitlines()[0] == str(expected.value).splitlines()[0]
+    for beyond in (2**63 + 5, 2**70):  # beyond int64: the same error as the interpreter's, on the fast path too
+        with pytest.raises(InputError) as error:
+            f(beyond, 1.0)
+        with pytest.raises(InputError) as expected:
+            reference(beyond, 1.0)
+        assert str(error.value).splitlines()[0] == str(expected.value).splitlines()[0]
     with pytest.raises(InputError, match="without losing information"):
         f(2.5, 1.0)
 

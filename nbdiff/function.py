@@ -1,13 +1,17 @@
 """``nd.function``: a callable over a graph that answers at once through the NumPy interpreter.
 
 With ``backend="auto"`` or ``"cpu"`` a background compilation (``nbdiff/backends/cpu.py``) starts at once; when
-its kernels are loaded it installs a compiled *candidate*, whose first call is checked against the interpreter
-(``_first_compiled_call``) before it answers alone. ``status`` says where this stands (``interpreting``,
-``compiling i/n kernels``, ``compiled``, ``fallback: <why>``), ``backend`` what answered the last call.
+its kernels are loaded it installs a compiled *candidate*, which is checked against the interpreter (every kernel,
+every variant of it) before it answers alone: at once on the last call's inputs when the function has been called
+(``_install``), else on the first call (``_first_compiled_call``). ``status`` says where this stands
+(``interpreting``, ``compiling i/n kernels``, ``compiled``, ``compiled (unchecked)`` until that first call,
+``fallback: <why>``), ``backend`` what answered the last call. The status ``wait`` returns is final, except
+``compiled (unchecked)``, which the first call turns into ``compiled`` or ``fallback: <why>``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from typing import Any, Callable, Sequence
@@ -24,7 +28,9 @@ from nbdiff.rewrite.pipeline import run_pipeline, select_passes
 from nbdiff.runtime.events import EventLog, KernelEvent
 from nbdiff.runtime.interpreter import Plan
 
+_log = logging.getLogger("nbdiff.function")
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
+UNCHECKED = "compiled (unchecked)"  # compiled before any call: the first call checks it against the interpreter
 
 
 class Function:
@@ -66,6 +72,8 @@ class Function:
         self._fast: Callable[[tuple], Any] | None = None  # a runner's path for raw arguments (scalar entry points)
         self._final = threading.Event()  # set when the status is final (compiled, fallback, or nothing to do)
         self._status_lock = threading.Lock()
+        self._status_watchers: list[Callable[[str], None]] = []
+        self._last_arrays: list[np.ndarray] | None = None  # the last call's inputs until compiled: checked on them
         self._compilation = None
         current = options()
         if backend == "cpu" or (backend == "auto" and current.compile):
@@ -87,6 +95,8 @@ class Function:
         if self._candidate is not None:
             results = self._first_compiled_call(arrays)
         else:
+            if not self._final.is_set():
+                self._last_arrays = arrays  # by reference: the compiled runner is checked on them once installed
             runner = self._runner
             results = runner.run(arrays)
             self.backend = getattr(runner, "backend", "numpy")
@@ -96,9 +106,24 @@ class Function:
         return results[0] if self._single else results
 
     def _first_compiled_call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Run the compiled candidate checked against the interpreter: from now on it answers alone if they
-        agree; otherwise the interpreter keeps answering and ``status`` says why."""
+        """Run the compiled candidate checked against the interpreter (``_decide``); the interpreter's results
+        where it disagrees."""
         candidate = self._candidate
+        if candidate is None:  # another thread decided meanwhile
+            runner = self._runner
+            self.backend = getattr(runner, "backend", "numpy")
+            return runner.run(arrays)
+        results = self._decide(candidate, arrays)
+        if results is None:
+            self.backend = "numpy"
+            return self._plan.run(arrays)
+        self.backend = getattr(self._runner, "backend", "numpy")
+        return results
+
+    def _decide(self, candidate: Any, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+        """Check ``candidate`` against the interpreter on ``arrays``: from now on it answers alone if they agree
+        (status "compiled"); otherwise the interpreter keeps answering and ``status`` says why. Returns the agreeing
+        results, None where they disagree. A user's mistake in ``arrays`` raises and decides nothing."""
         try:
             results, problem = candidate.checked_run(self._plan, arrays)
         except NbdiffError:
@@ -107,21 +132,22 @@ class Function:
             results, problem = [], f"the compiled function raised {type(exc).__name__}: {exc}"
         with self._status_lock:
             if self._candidate is not candidate:  # another thread decided first
-                return results or self._plan.run(arrays)
+                return results or None
             self._candidate = None
+            self._last_arrays = None
             if problem is not None:
                 self.status = f"fallback: {problem}"
             else:
                 self._runner = candidate
                 self._fast = getattr(candidate, "fast", None)
-        if problem is not None:
-            self.backend = "numpy"
-            mismatched = getattr(candidate, "mismatched", None)
-            if mismatched is not None and self._compilation is not None:
-                self._compilation.report_mismatch(mismatched, problem)  # the status panel shows the failed kernel
-            return self._plan.run(arrays)
-        self.backend = candidate.backend
-        return results
+                self.status = "compiled"
+        self._status_changed()
+        if problem is None:
+            return results
+        mismatched = getattr(candidate, "mismatched", None)
+        if mismatched is not None and self._compilation is not None:
+            self._compilation.report_mismatch(mismatched, problem)  # the status panel shows the failed kernel
+        return None
 
     def _arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:
         values = list(args)
@@ -165,34 +191,75 @@ class Function:
         """Record a compile event and notify subscribers; backends call this (after updating ``status``)."""
         self._event_log.emit(event)
 
+    def subscribe_status(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` when the agreement check decides the status ("compiled (unchecked)" becoming
+        "compiled" or "fallback: ..." on the first call), which no compile event announces; returns unsubscribe."""
+        with self._status_lock:
+            self._status_watchers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._status_lock:
+                if callback in self._status_watchers:
+                    self._status_watchers.remove(callback)
+
+        return unsubscribe
+
+    def _status_changed(self) -> None:
+        with self._status_lock:
+            watchers, status = list(self._status_watchers), self.status
+        for callback in watchers:
+            try:
+                callback(status)
+            except Exception:  # a broken watcher must not break the user's call
+                _log.exception("nbdiff: a status watcher raised")
+
     def wait(self, timeout: float | None = None) -> str:
-        """Block until compilation has finished (or failed), or ``timeout`` seconds; return the status then."""
+        """Block until compilation has finished (or failed), or ``timeout`` seconds; return the status then.
+
+        A compiled function has been checked against the interpreter on the last call's inputs when it was called
+        while compiling: "compiled" or "fallback: <why>" is then final. Before any call it is "compiled
+        (unchecked)", which the first call turns into "compiled" or "fallback: <why>"."""
         self._final.wait(timeout)
         return self.status
 
     # -- what the background compilation reports ------------------------------------------------------------------
     def _set_compiling(self, done: int, total: int) -> None:
+        """Compilation progress, until the status says how it ended (the check on install may decide it before
+        ``wait`` returns, and a kernel it finds wrong is then reported as a finished one)."""
         with self._status_lock:
-            if not self._final.is_set():
+            if not self._final.is_set() and self.status.startswith(("interpreting", "compiling")):
                 self.status = f"compiling {done}/{total} kernels"
 
     def _install(self, runner: Any) -> None:
-        """A compiled runner is ready: its first call is checked against the interpreter."""
+        """A compiled runner is ready. Called before, the function checks it at once on the last call's inputs
+        (in this background thread), so the status ``wait`` then returns is final; never called, or called only
+        with inputs the interpreter refused, it is "compiled (unchecked)" until the first call checks it."""
+        arrays, self._last_arrays = self._last_arrays, None
         with self._status_lock:
             self._candidate = runner
-            self.status = "compiled"
+        if arrays is not None:
+            try:
+                self._decide(runner, arrays)
+            except NbdiffError:  # the interpreter refused those inputs: the first good call checks it
+                pass
+        with self._status_lock:
+            if self._candidate is runner:
+                self.status = UNCHECKED
         self._final.set()
+        self._last_arrays = None  # a call racing with the lines above may have kept its inputs
 
     def _fall_back(self, reason: str) -> None:
         """Compilation failed: the interpreter keeps answering, and ``status`` says why."""
         with self._status_lock:
             self._candidate = None
+            self._last_arrays = None
             self.status = f"fallback: {reason}"
         self._final.set()
 
     def _compiled_nothing(self, reason: str) -> None:
         """Nothing to compile: the interpreter is the final answer."""
         with self._status_lock:
+            self._last_arrays = None
             self.status = f"interpreting ({reason})"
         self._final.set()
 

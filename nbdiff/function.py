@@ -74,6 +74,7 @@ class Function:
         self._status_lock = threading.Lock()
         self._status_watchers: list[Callable[[str], None]] = []
         self._last_arrays: list[np.ndarray] | None = None  # the last call's inputs until compiled: checked on them
+        self._deferred_report: tuple[str, str] | None = None  # a mismatch found on install, reported after its event
         self._compilation = None
         current = options()
         if backend == "cpu" or (backend == "auto" and current.compile):
@@ -120,10 +121,12 @@ class Function:
         self.backend = getattr(self._runner, "backend", "numpy")
         return results
 
-    def _decide(self, candidate: Any, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+    def _decide(self, candidate: Any, arrays: list[np.ndarray], installing: bool = False) -> list[np.ndarray] | None:
         """Check ``candidate`` against the interpreter on ``arrays``: from now on it answers alone if they agree
         (status "compiled"); otherwise the interpreter keeps answering and ``status`` says why. Returns the agreeing
-        results, None where they disagree. A user's mistake in ``arrays`` raises and decides nothing."""
+        results, None where they disagree. A user's mistake in ``arrays`` raises and decides nothing. While
+        ``installing``, the failed kernel's event waits for the event of the unit that finished the compilation
+        (``_emit``): a kernel's "failed" must follow its "ready"."""
         try:
             results, problem = candidate.checked_run(self._plan, arrays)
         except NbdiffError:
@@ -146,7 +149,10 @@ class Function:
             return results
         mismatched = getattr(candidate, "mismatched", None)
         if mismatched is not None and self._compilation is not None:
-            self._compilation.report_mismatch(mismatched, problem)  # the status panel shows the failed kernel
+            if installing:
+                self._deferred_report = (mismatched, problem)
+            else:
+                self._compilation.report_mismatch(mismatched, problem)  # the status panel shows the failed kernel
         return None
 
     def _arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:
@@ -188,8 +194,12 @@ class Function:
         return self._event_log.subscribe(callback)
 
     def _emit(self, event: KernelEvent) -> None:
-        """Record a compile event and notify subscribers; backends call this (after updating ``status``)."""
+        """Record a compile event and notify subscribers; backends call this (after updating ``status``). A
+        mismatch the check found as the compiled runner was installed is reported after it (``_decide``)."""
         self._event_log.emit(event)
+        report, self._deferred_report = self._deferred_report, None
+        if report is not None and self._compilation is not None:
+            self._compilation.report_mismatch(*report)
 
     def subscribe_status(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(status)`` when the agreement check decides the status ("compiled (unchecked)" becoming
@@ -239,7 +249,7 @@ class Function:
             self._candidate = runner
         if arrays is not None:
             try:
-                self._decide(runner, arrays)
+                self._decide(runner, arrays, installing=True)
             except NbdiffError:  # the interpreter refused those inputs: the first good call checks it
                 pass
         with self._status_lock:

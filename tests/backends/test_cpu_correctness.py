@@ -25,6 +25,7 @@ from nbdiff.backends.agreement import disagreement, least_precision
 from nbdiff.backends.cpu import inject_fault, plan_units
 from nbdiff.errors import DomainError, InputError
 from nbdiff.function import UNCHECKED
+from nbdiff.runtime.events import kernel_states
 from tests.backends.cpu_support import WAIT, call_both, chain, fresh_bits, reproducer_folder
 from tests.backends.test_cpu_faults import MAKERS
 
@@ -162,6 +163,7 @@ def test_a_wrong_parallel_variant_is_caught_by_small_calls(called_while_compilin
         status = f.status
     assert status.startswith("fallback: kernel k0 (its parallel=True module) disagrees"), status
     assert reproducer_folder(status).is_dir()
+    assert kernel_states(f.events)["k0"].history[-2:] in (("ready", "failed"), ("cached", "failed"))
     for args in ((small,), (large,)):
         call_both(f, reference, args, "after the check")
         assert (f.status, f.backend) == (status, "numpy")
@@ -181,6 +183,8 @@ def test_what_wait_returns_after_a_call_is_final(kind, fault):
         assert status == "compiled", status
     else:
         assert status.startswith("fallback: ") and "disagrees with the interpreter" in status, status
+        states = kernel_states(f.events)  # a possible order: the kernel's "failed" follows its "ready" or "cached"
+        assert states[name].history[-1] == "failed" and states[name].history[-2] in ("ready", "cached"), states
     for _ in range(3):
         call_both(f, reference, args, "after wait")
         assert f.status == status

@@ -377,7 +377,8 @@ def _variant_problem(
     expected: Sequence[np.ndarray],
     root: Any,
 ) -> str | None:
-    """Why module ``variant`` of a kernel disagrees with the interpreter's ``expected`` (None when it agrees)."""
+    """Why module ``variant`` of a kernel disagrees with the interpreter's ``expected`` (None when it agrees), with
+    the path of a reproducer of the failing call (in ``root``'s reproducers/)."""
     which = f"kernel {unit.name}" + (" (its parallel=True module)" if variant == 1 else "")
     try:
         got = runner.compiled(*inputs, variant=variant)
@@ -386,7 +387,14 @@ def _variant_problem(
     problem = outputs_disagreement(expected, got, runner.sum_scales(inputs, expected), runner.precision)
     if problem is None:
         return None
-    return _mismatch_reason(unit, runner, variant, inputs, expected, problem, which, root)
+    try:
+        arguments, outputs = runner.call_arguments(inputs, variant)
+        flat = [np.ravel(e) for e in expected]
+        folder = unit.modules[variant].write_reproducer(root, arguments, flat, problem, outputs)
+        where = f" (reproducer: {folder})"
+    except Exception as exc:  # the reason matters more than the reproducer
+        where = f" (no reproducer: {exc})"
+    return f"{which} disagrees with the interpreter: {problem}{where}"
 
 
 class EntryRunner:
@@ -499,28 +507,6 @@ def _sum_scales(op: FusedElemwise, inputs: Sequence[np.ndarray], expected: Seque
             None if reduction is None else float(np.nansum(np.abs(term), dtype=np.float64))
             for reduction, term in zip(op.reductions, terms)
         ]
-
-
-def _mismatch_reason(
-    unit: Unit,
-    runner: KernelRunner | OpRunner,
-    variant: int,
-    inputs: Sequence[np.ndarray],
-    expected: Sequence[np.ndarray],
-    problem: str,
-    which: str,
-    root: Any = None,
-) -> str:
-    """The reason for a kernel's mismatch, with the path of a reproducer of the failing module's call."""
-    try:
-        arguments, outputs = runner.call_arguments(inputs, variant)
-        module = unit.modules[variant]
-        flat = [np.ravel(e) for e in expected]
-        folder = module.write_reproducer(root, arguments, flat, problem, outputs)
-        where = f" (reproducer: {folder})"
-    except Exception as exc:  # the reason matters more than the reproducer
-        where = f" (no reproducer: {exc})"
-    return f"{which} disagrees with the interpreter: {problem}{where}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -748,7 +734,42 @@ def _preload_llvmlite() -> None:
         return
 
 
-class _CollectorPause:
+class _SharedSetting:
+    """A process-wide setting that threads change while they need it, with one owner: the first thread in saves
+    and changes it (``_change``), the last one out restores it (``_restore``), whatever order overlapping holders
+    end in (each restoring what it saw when it came in would leave the changed value for good). ``_joined`` sees
+    every holder's options as it comes in."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def _held(self, **options: Any) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._change()
+            self._depth += 1
+            self._joined(**options)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._restore(**options)
+
+    def _change(self) -> None:
+        raise NotImplementedError
+
+    def _joined(self, **options: Any) -> None:
+        return None
+
+    def _restore(self, **options: Any) -> None:
+        raise NotImplementedError
+
+
+class _CollectorPause(_SharedSetting):
     """Holds off Python's cyclic garbage collector while any thread imports Numba or loads kernels.
 
     Numba's import and its first kernel load create some 10^5 objects, which trigger full collections; each holds
@@ -760,64 +781,52 @@ class _CollectorPause:
     them are never collected."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
+        super().__init__()
         self._was_enabled = False
         self._loaded = False  # a pause that loaded a kernel is under way
         self.frozen = False  # Numba and its first load are frozen: later pauses freeze nothing
 
-    @contextlib.contextmanager
-    def __call__(self, freeze: bool, loading: bool) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._depth += 1
-            self._loaded = self._loaded or loading
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    if freeze and not self.frozen and "numba" in sys.modules:
-                        gc.freeze()
-                        self.frozen = self._loaded
-                    self._loaded = False
-                    if self._was_enabled:
-                        gc.enable()
+    def __call__(self, freeze: bool, loading: bool) -> contextlib.AbstractContextManager[None]:
+        return self._held(freeze=freeze, loading=loading)
+
+    def _change(self) -> None:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+
+    def _joined(self, freeze: bool, loading: bool) -> None:  # type: ignore[override]
+        self._loaded = self._loaded or loading
+
+    def _restore(self, freeze: bool, loading: bool) -> None:  # type: ignore[override]
+        """With ``freeze`` (the last holder's), freeze what piled up while paused, until a load is over."""
+        if freeze and not self.frozen and "numba" in sys.modules:
+            gc.freeze()
+            self.frozen = self._loaded
+        self._loaded = False
+        if self._was_enabled:
+            gc.enable()
 
 
 _collector_paused = _CollectorPause()
 
 
-class _GentleSwitching:
+class _GentleSwitching(_SharedSetting):
     """Lets the user's thread take the GIL back every millisecond while any thread imports Numba or loads kernels
-    (measured: importing Numba in a thread stalls the main thread up to ~20 ms at the default 5 ms interval).
-
-    The switch interval is process-wide, so it has one owner: the first thread in saves the interval and sets
-    ``LOAD_SWITCH_INTERVAL``, the last one out restores it, whatever order overlapping loads end in (each thread
-    restoring what it saw would leave the 1 ms interval for good when two loads overlap)."""
+    (measured: importing Numba in a thread stalls the main thread up to ~20 ms at the default 5 ms interval). The
+    interval is process-wide: the first thread in sets ``LOAD_SWITCH_INTERVAL``, the last one out restores it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
+        super().__init__()
         self._saved = 0.0
 
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0:
-                self._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(self._saved, LOAD_SWITCH_INTERVAL))
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    sys.setswitchinterval(self._saved)
+    def __call__(self) -> contextlib.AbstractContextManager[None]:
+        return self._held()
+
+    def _change(self) -> None:
+        self._saved = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._saved, LOAD_SWITCH_INTERVAL))
+
+    def _restore(self) -> None:  # type: ignore[override]
+        sys.setswitchinterval(self._saved)
 
 
 _gentle_switching = _GentleSwitching()

@@ -7,7 +7,7 @@ The classes also derive from the matching builtin (``TypeError``, ``ValueError``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from nbdiff.graph.provenance import Provenance
@@ -57,12 +57,30 @@ class UndefinedGradientError(GradientError):
     """A gradient that is not defined (e.g. with respect to an integer index) was used."""
 
 
+class DomainError(NbdiffError, ValueError):
+    """Values outside an op's domain at run time, which NumPy refuses (an integer to a negative integer power): the
+    shapes fit, the values do not. A ``ValueError``, as NumPy's own, so ``except ValueError`` keeps working."""
+
+
 class ExecutionError(NbdiffError, RuntimeError):
     """An op failed while running; the message names the op, its inputs and the user's line."""
 
 
 class BackendError(NbdiffError, RuntimeError):
     """A backend that was asked for explicitly is not available."""
+
+
+def run_time_error_class(op: object, args: Sequence[object], exc: Exception) -> type[NbdiffError]:
+    """The class of the error an op raised at run time: ``DomainError`` where the op says its inputs' values are
+    outside its domain (its ``domain_violation(*args)``), ``ShapeError`` for another ``ValueError`` or an
+    ``IndexError`` (shapes and indices known only at run time), else ``ExecutionError``."""
+    if isinstance(exc, ValueError):
+        violation = getattr(op, "domain_violation", None)
+        if violation is not None and violation(*args) is not None:
+            return DomainError
+    if isinstance(exc, (ValueError, IndexError)):
+        return ShapeError
+    return ExecutionError
 
 
 def describe_inputs(values: Iterable[object]) -> str:

@@ -63,6 +63,46 @@ def test_same_kind_casts_are_accepted_and_lossy_ones_refused():
         f([1.0, 2.0], [1.5, 2.5])
 
 
+@pytest.mark.parametrize(
+    ("dtype", "value", "shown"),
+    [
+        ("int64", np.array([1, 2**63], dtype=np.uint64), "9223372036854775808"),  # would wrap to -2**63
+        ("int64", 2**63, "9223372036854775808"),  # a Python int NumPy holds as uint64
+        ("int8", np.array([5, -129]), "-129"),
+        ("uint8", np.array([255, 256], dtype=np.uint16), "256"),
+        ("float32", np.array([1.0, 1e300]), "1e+300"),  # would become inf
+        ("float32", -1e39, "-1e+39"),
+    ],
+)
+def test_conversions_that_lose_values_are_refused(dtype, value, shown):
+    x = nd.tensor("x", dtype=dtype, ndim=np.ndim(value))
+    f = nd.function([x], x + x)
+    with pytest.raises(nd.errors.InputError) as error:
+        f(value)
+    message = str(error.value)
+    first = message.splitlines()[0]
+    assert first.startswith(f"function: argument 0 (x: {dtype}") and "without losing information" in first
+    assert f"the value {shown} is outside {dtype}'s range" in first
+    assert "declared at test_function.py" in message
+
+
+def test_narrowing_conversions_that_keep_values_are_accepted():
+    big, f32 = nd.vector("big", dtype="int64"), nd.vector("f32", dtype="float32")
+    small = nd.vector("small", dtype="int8")
+    f = nd.function([big, small, f32], [big + 0, small + 0, f32 + 0])
+    values = (
+        np.array([0, 2**63 - 1], dtype=np.uint64),
+        np.array([-128, 127, 0]),
+        np.array([np.inf, -np.inf, np.nan, 3.4028234e38, 1e-300]),  # infinities and NaN stay; tiny values round
+    )
+    got = f(*values)
+    assert [g.dtype for g in got] == [np.int64, np.int8, np.float32]
+    np.testing.assert_array_equal(got[0], [0, 2**63 - 1])
+    np.testing.assert_array_equal(got[1], [-128, 127, 0])
+    np.testing.assert_array_equal(got[2], values[2].astype(np.float32))
+    assert [g.size for g in f(*(v[:0] for v in values))] == [0, 0, 0]
+
+
 def test_static_shape_is_checked_at_call_time():
     x = nd.vector("x", shape=(3,))
     f = nd.function([x], x * 2)

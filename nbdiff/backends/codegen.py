@@ -12,6 +12,9 @@ loop reads, then runs the lines of ``scalar_body(op)``: one assignment ``t<k> = 
   where NumPy's does and float32 stays float32.
 - A pass-through member (a broadcast, a no-op un-broadcast, a checked shape) copies its first argument.
 - A fill is a typed literal of its value.
+- A member whose NumPy function raises on some values (integer ``power`` with a negative exponent) adds a condition
+  to ``domain_checks(op)``; the target tests it per element and raises ``ValueError(DOMAIN_ERROR)``, and the
+  backend's runner then runs the interpreter's ``perform``, which raises the interpreter's error.
 
 Constants are kernel *arguments* (inputs of the fused node), so the generated text depends only on the kernel's
 structure. Dtype constructors are spelled ``np.<dtype>`` (``np.bool_`` for bool): targets import NumPy as ``np``.
@@ -39,6 +42,7 @@ from nbdiff.ops.fused import MAX_FUSED_NDIM, FusedElemwise, member_kind
 from nbdiff.ops.reduce import Sum
 
 LAYOUT_CACHE_SIZE = 512  # (kernel structure, input shapes) pairs whose layout is remembered
+DOMAIN_ERROR = "nbdiff: a value outside an op's domain"  # what a kernel raises when a domain check held
 
 
 class UnsupportedKernel(BackendError):
@@ -80,6 +84,21 @@ def scalar_body(op: FusedElemwise) -> list[str]:
             raise UnsupportedKernel(f"member t{k} ({member.name}) cannot run inside a fused loop")
         lines.append(f"{value_name(n + k, n)} = {expression}")
     return lines
+
+
+def domain_checks(op: FusedElemwise) -> list[str]:
+    """The conditions, over the scalar body's names, under which a member's values are outside its domain (NumPy
+    raises on them: ``Elemwise.domain_check``). A kernel tests them per element and raises ``DOMAIN_ERROR`` after
+    its loop, and the runner then lets the interpreter's ``perform`` raise its own error for that step."""
+    n = op.n_inputs
+    dtypes = op.value_dtypes()
+    checks = []
+    for k, (member, args) in enumerate(op.program):
+        check = getattr(member, "domain_check", None) if member_kind(member) == "elemwise" else None
+        condition = check([dtypes[r] for r in args], dtypes[n + k]) if check is not None else None
+        if condition is not None:
+            checks.append("(" + condition.format(*(value_name(r, n) for r in args)) + ")")
+    return checks
 
 
 def elemwise_expression(op: Op, names: Sequence[str], arg_dtypes: Sequence[str], dtype: str) -> str:

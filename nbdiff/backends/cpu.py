@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from nbdiff.backends import cache
-from nbdiff.backends.agreement import outputs_disagreement
+from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, read_inputs, structure_problem
 from nbdiff.backends.cpu_source import (
     ArgumentRecipe,
@@ -61,7 +61,7 @@ RECIPES_PER_KERNEL = 16  # input shapes whose argument recipe a compiled kernel 
 _UNKNOWN = object()
 PARALLEL_THRESHOLD = 100_000  # loops from this many elements run the parallel=True variant (DESIGN section 5)
 LOAD_SWITCH_INTERVAL = 0.001  # seconds: the GIL switch interval while importing Numba / loading kernels here
-FAULTS = ("wrong-values", "compile-error")  # test hooks: see ``inject_fault``
+FAULTS = ("wrong-values", "wrong-parallel-values", "compile-error")  # test hooks: see ``inject_fault``
 
 _log = logging.getLogger("nbdiff.cpu")
 _fault: str | None = None
@@ -75,7 +75,8 @@ def numba_available() -> bool:
 @contextlib.contextmanager
 def inject_fault(kind: str) -> Iterator[None]:
     """Test hook: functions created inside the block generate broken kernels. "wrong-values" adds 1 to each
-    kernel's first output (the agreement check must catch it); "compile-error" makes Numba's typing fail."""
+    kernel's first output (the agreement check must catch it); "wrong-parallel-values" does so in the
+    ``parallel=True`` modules only; "compile-error" makes Numba's typing fail."""
     global _fault
     if kind not in FAULTS:
         raise ValueError(f"inject_fault: kind must be one of {', '.join(FAULTS)}, got {kind!r}")
@@ -131,7 +132,7 @@ def plan_units(function: Function, fastmath: bool, fault: str | None) -> list[Un
     """The modules to build for ``function``: one entry point for a function of scalars, else per kernel."""
     if scalar_entry_problem(function.graph) is None and function.graph.nodes:
         entry = entry_source(function.graph, fastmath=fastmath)
-        source, name = _with_fault(entry.source, entry.name, fault, "    return (")
+        source, name = _with_fault(entry.source, entry.name, _module_fault(fault, False), "    return (")
         return [Unit(ENTRY_POINT, [Module(name, source, "entry", (entry.signature,))], entry=entry)]
     units = []
     for kernel in function.kernels:
@@ -143,10 +144,10 @@ def plan_units(function: Function, fastmath: bool, fault: str | None) -> list[Un
         for parallel in (False, True) if _may_be_large(kernel) else (False,):
             source = cpu_module_source(op, parallel=parallel, fastmath=fastmath)
             name = module_name(op, parallel=parallel, fastmath=fastmath)
-            source, name = _with_fault(source, name, fault, "    for i in")
+            source, name = _with_fault(source, name, _module_fault(fault, parallel), "    for i in")
             modules.append(Module(name, source, "kernel", (signature,)))
         units.append(Unit(kernel.name, modules, kernel=kernel, node=kernel.node))
-    return units + _op_units(function, fault)
+    return units + _op_units(function, _module_fault(fault, False))
 
 
 def _op_units(function: Function, fault: str | None) -> list[Unit]:
@@ -179,6 +180,13 @@ def _may_be_large(kernel: Kernel) -> bool:
     if any(d is None for shape in shapes for d in shape):
         return True
     return int(np.prod(np.broadcast_shapes(*shapes), dtype=np.int64)) >= PARALLEL_THRESHOLD
+
+
+def _module_fault(fault: str | None, parallel: bool) -> str | None:
+    """The fault injected into one module: "wrong-parallel-values" is "wrong-values" in a parallel module only."""
+    if fault == "wrong-parallel-values":
+        return "wrong-values" if parallel else None
+    return fault
 
 
 def _with_fault(
@@ -221,13 +229,25 @@ def _shift_first_output(source: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 class KernelRunner:
     """Runs one fused kernel compiled (the ``perform`` of its plan step); the interpreter's ``perform`` where the
-    compiled signature or flat layout does not fit these inputs (a size-1 input where an array was compiled)."""
+    compiled signature or flat layout does not fit these inputs (a size-1 input where an array was compiled), and
+    where the kernel refuses a value (a ``domain_checks`` condition held): ``perform`` then raises the
+    interpreter's error for the step, naming the member's line."""
 
     def __init__(self, op: FusedElemwise, serial: Any, parallel: Any | None):
         self.op, self.serial, self.parallel = op, serial, parallel
+        self.modules = [serial] if parallel is None else [serial, parallel]  # the variants, by module position
+        self.precision = least_precision(op.value_dtypes())  # the agreement check's tolerance
         self._recipes: dict[tuple, ArgumentRecipe | None] = {}  # by the inputs' shapes; None: no flat loop fits
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        try:
+            return self.compiled(*arrays)
+        except ValueError:  # a value outside a member's domain: the interpreter raises its own error
+            return self.op.perform(*arrays)
+
+    def compiled(self, *arrays: np.ndarray, variant: int | None = None) -> tuple[np.ndarray, ...]:
+        """The kernel's results (``perform``'s where no compiled loop fits the inputs); ``variant`` runs that module
+        (0 serial, 1 parallel) whatever the size, else the size chooses. Raises what the kernel raises."""
         shapes = tuple([a.shape for a in arrays])
         recipe = self._recipes.get(shapes, _UNKNOWN)
         if recipe is _UNKNOWN:
@@ -235,9 +255,10 @@ class KernelRunner:
         if recipe is None:
             return self.op.perform(*arrays)
         args = recipe.arguments(arrays)
-        parallel = self.parallel is not None and recipe.size >= PARALLEL_THRESHOLD
+        if variant is None:
+            variant = int(self.parallel is not None and recipe.size >= PARALLEL_THRESHOLD)
         try:
-            (self.parallel if parallel else self.serial)(*args)
+            self.modules[variant](*args)
         except TypeError:  # no compiled signature for these argument types (and compiling here is disabled)
             return self.op.perform(*arrays)
         return shaped_outputs(recipe.layout, args)
@@ -257,21 +278,31 @@ class KernelRunner:
         """For each output, the scale of its rounding error (a trailing sum's: the sum of its terms' magnitudes)."""
         return _sum_scales(self.op, inputs, expected)
 
-    def call_arguments(self, inputs: Sequence[np.ndarray]) -> tuple[int, list, list[int]]:
-        """For a reproducer: the module (serial 0, parallel 1), the call's arguments, the output positions."""
+    def call_arguments(self, inputs: Sequence[np.ndarray], variant: int) -> tuple[list, list[int]]:
+        """For a reproducer of module ``variant``: the call's arguments and the output positions."""
         layout, arguments = kernel_arguments(self.op, inputs)
-        parallel = self.parallel is not None and layout.size >= PARALLEL_THRESHOLD
-        return int(parallel), arguments, list(range(len(arguments) - len(layout.outputs), len(arguments)))
+        return arguments, list(range(len(arguments) - len(layout.outputs), len(arguments)))
 
 
 class OpRunner:
     """Runs one op through its compiled ``OpKernel``; the op's ``perform`` where the kernel's adapter declines the
-    inputs or the compiled signature does not fit them."""
+    inputs or the compiled signature does not fit them, and where the kernel raises (an index out of range): the
+    interpreter's error then comes from ``perform``, as without compiling."""
 
     def __init__(self, op: Any, spec: OpKernel, dispatcher: Any):
         self.op, self.spec, self.dispatcher = op, spec, dispatcher
+        self.modules = [dispatcher]
+        self.precision: str | None = None  # the outputs' own tolerance
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        try:
+            return self.compiled(*arrays)
+        except (ValueError, IndexError):  # values the kernel refuses: the interpreter raises its own error
+            return self.op.perform(*arrays)
+
+    def compiled(self, *arrays: np.ndarray, variant: int | None = None) -> tuple[np.ndarray, ...]:
+        """The kernel's results (``perform``'s where the adapter declines the inputs); raises what the kernel
+        raises. ``variant`` is accepted for symmetry with ``KernelRunner``: an op kernel has one module."""
         prepared = self.spec.arguments(arrays)
         if prepared is None:
             return self.op.perform(*arrays)
@@ -285,13 +316,13 @@ class OpRunner:
     def sum_scales(self, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
         return [None] * len(expected)
 
-    def call_arguments(self, inputs: Sequence[np.ndarray]) -> tuple[int, list, list[int]]:
-        """For a reproducer: the module (its position in the unit), the call's arguments, the output positions."""
+    def call_arguments(self, inputs: Sequence[np.ndarray], variant: int) -> tuple[list, list[int]]:
+        """For a reproducer: the call's arguments and the output positions."""
         prepared = self.spec.arguments(inputs)
         if prepared is None:
             raise UnsupportedKernel(f"{self.spec.name}: the kernel does not run these inputs")
         args = prepared[0]  # the op's outputs are the kernel's last arguments, one buffer each
-        return 0, args, list(range(len(args) - self.op.nout, len(args)))
+        return args, list(range(len(args) - self.op.nout, len(args)))
 
 
 class CompiledPlan:
@@ -311,22 +342,18 @@ class CompiledPlan:
 
     def checked_run(self, interpreter: Plan, arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
         """The compiled results and why they disagree with the interpreter's (None when they agree): each kernel
-        is compared with its ``perform`` on the same inputs, so a mismatch names the kernel."""
+        is compared with its ``perform`` on the same inputs, every variant of it (the ``parallel=True`` module
+        too, which runs small inputs as well), so a mismatch names the kernel and its module."""
         problems: list[tuple[str, str]] = []  # (kernel, reason)
 
         def checking(unit: Unit, runner: KernelRunner | OpRunner) -> Callable[..., tuple[np.ndarray, ...]]:
             def run(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
                 expected = runner.op.perform(*inputs)  # a user's mistake raises here, as in the interpreter
-                try:
-                    got = runner(*inputs)
-                except Exception as exc:  # the compiled kernel failed where the interpreter did not
+                for variant in range(len(runner.modules)):
                     if not problems:
-                        problems.append((unit.name, f"kernel {unit.name} raised {type(exc).__name__}: {exc}"))
-                    return expected
-                problem = outputs_disagreement(expected, got, runner.sum_scales(inputs, expected))
-                if problem is not None and not problems:
-                    reason = _mismatch_reason(unit, runner, inputs, expected, problem, self.cache_root)
-                    problems.append((unit.name, reason))
+                        problem = _variant_problem(unit, runner, variant, inputs, expected, self.cache_root)
+                        if problem is not None:
+                            problems.append((unit.name, problem))
                 return expected
 
             return run
@@ -342,20 +369,58 @@ class CompiledPlan:
         return results, None
 
 
+def _variant_problem(
+    unit: Unit,
+    runner: KernelRunner | OpRunner,
+    variant: int,
+    inputs: Sequence[np.ndarray],
+    expected: Sequence[np.ndarray],
+    root: Any,
+) -> str | None:
+    """Why module ``variant`` of a kernel disagrees with the interpreter's ``expected`` (None when it agrees), with
+    the path of a reproducer of the failing call (in ``root``'s reproducers/)."""
+    which = f"kernel {unit.name}" + (" (its parallel=True module)" if variant == 1 else "")
+    try:
+        got = runner.compiled(*inputs, variant=variant)
+    except Exception as exc:  # the compiled kernel failed where the interpreter did not
+        return f"{which} raised {type(exc).__name__}: {exc}"
+    problem = outputs_disagreement(expected, got, runner.sum_scales(inputs, expected), runner.precision)
+    if problem is None:
+        return None
+    try:
+        arguments, outputs = runner.call_arguments(inputs, variant)
+        flat = [np.ravel(e) for e in expected]
+        folder = unit.modules[variant].write_reproducer(root, arguments, flat, problem, outputs)
+        where = f" (reproducer: {folder})"
+    except Exception as exc:  # the reason matters more than the reproducer
+        where = f" (no reproducer: {exc})"
+    return f"{which} disagrees with the interpreter: {problem}{where}"
+
+
 class EntryRunner:
-    """Runs a function of scalars through its compiled entry point, in one Numba call."""
+    """Runs a function of scalars through its compiled entry point, in one Numba call; through the interpreter's
+    ``plan`` when the entry point refuses a value (a ``domain_checks`` condition held), so that the interpreter
+    raises its own error, naming the node's line."""
 
     backend = "cpu"
     mismatched: str | None = None  # the entry point's name once the agreement check found it wrong
 
-    def __init__(self, entry: EntryPoint, dispatcher: Any, unit: Unit, cache_root: Any = None):
-        self.entry, self.dispatcher, self.unit = entry, dispatcher, unit
+    def __init__(self, entry: EntryPoint, dispatcher: Any, unit: Unit, plan: Plan, cache_root: Any = None):
+        self.entry, self.dispatcher, self.unit, self.plan = entry, dispatcher, unit, plan
         self.cache_root = cache_root  # the cache folder whose reproducers/ gets mismatches (None: the current one)
         self.constants = entry_constants(entry)
         self.boxers = [_scalar_boxer(dtype) for dtype in entry.output_dtypes]
+        self.precision = least_precision(v.dtype for node in plan.graph.nodes for v in node.outputs)
         self.fast: Callable[[tuple], list[np.ndarray] | None] | None = None  # set by ``learn``
 
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.compiled(arrays)
+        except ValueError:  # a value outside a member's domain: the interpreter raises its own error
+            return self.plan.run(arrays)
+
+    def compiled(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The entry point's results as 0-d arrays; raises what it raises."""
         values = self.dispatcher(*(a.reshape(())[()] for a in arrays), *self.constants)
         return [box(v) for box, v in zip(self.boxers, values)]
 
@@ -369,9 +434,14 @@ class EntryRunner:
             self.fast = _fast_path(tuple(map(type, args)), self.dispatcher, self.constants, self.boxers)
 
     def checked_run(self, interpreter: Plan, arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
-        expected = interpreter.run(arrays)
-        got = self.run(arrays)
-        problem = outputs_disagreement(expected, got)
+        """The compiled results and why they disagree with the interpreter's (None when they agree)."""
+        expected = interpreter.run(arrays)  # a user's mistake raises here, as without compiling
+        try:
+            got = self.compiled(arrays)
+        except Exception as exc:  # the entry point failed where the interpreter did not
+            self.mismatched = self.unit.name
+            return [], f"the compiled entry point raised {type(exc).__name__}: {exc}"
+        problem = outputs_disagreement(expected, got, precision=self.precision)
         if problem is None:
             return got, None
         module = self.unit.modules[0]
@@ -437,26 +507,6 @@ def _sum_scales(op: FusedElemwise, inputs: Sequence[np.ndarray], expected: Seque
             None if reduction is None else float(np.nansum(np.abs(term), dtype=np.float64))
             for reduction, term in zip(op.reductions, terms)
         ]
-
-
-def _mismatch_reason(
-    unit: Unit,
-    runner: KernelRunner | OpRunner,
-    inputs: Sequence[np.ndarray],
-    expected: Sequence[np.ndarray],
-    problem: str,
-    root: Any = None,
-) -> str:
-    """The reason for a kernel's mismatch, with the path of a reproducer of the failing call."""
-    try:
-        position, arguments, outputs = runner.call_arguments(inputs)
-        module = unit.modules[position]
-        flat = [np.ravel(e) for e in expected]
-        folder = module.write_reproducer(root, arguments, flat, problem, outputs)
-        where = f" (reproducer: {folder})"
-    except Exception as exc:  # the reason matters more than the reproducer
-        where = f" (no reproducer: {exc})"
-    return f"kernel {unit.name} disagrees with the interpreter: {problem}{where}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -613,7 +663,8 @@ class CpuCompilation:
     def _runner(self) -> CompiledPlan | EntryRunner:
         if self.units[0].entry is not None:
             unit = self.units[0]
-            return EntryRunner(unit.entry, unit.modules[0].dispatcher, unit, self.root)  # type: ignore[arg-type]
+            entry, dispatcher, plan = unit.entry, unit.modules[0].dispatcher, self.function._plan
+            return EntryRunner(entry, dispatcher, unit, plan, self.root)  # type: ignore[arg-type]
         runners: dict[int, KernelRunner | OpRunner] = {}
         for unit in self.units:
             serial = unit.modules[0].dispatcher
@@ -697,7 +748,42 @@ def _preload_llvmlite() -> None:
         return
 
 
-class _CollectorPause:
+class _SharedSetting:
+    """A process-wide setting that threads change while they need it, with one owner: the first thread in saves
+    and changes it (``_change``), the last one out restores it (``_restore``), whatever order overlapping holders
+    end in (each restoring what it saw when it came in would leave the changed value for good). ``_joined`` sees
+    every holder's options as it comes in."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def _held(self, **options: Any) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._change()
+            self._depth += 1
+            self._joined(**options)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._restore(**options)
+
+    def _change(self) -> None:
+        raise NotImplementedError
+
+    def _joined(self, **options: Any) -> None:
+        return None
+
+    def _restore(self, **options: Any) -> None:
+        raise NotImplementedError
+
+
+class _CollectorPause(_SharedSetting):
     """Holds off Python's cyclic garbage collector while any thread imports Numba or loads kernels.
 
     Numba's import and its first kernel load create some 10^5 objects, which trigger full collections; each holds
@@ -709,47 +795,55 @@ class _CollectorPause:
     them are never collected."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
+        super().__init__()
         self._was_enabled = False
         self._loaded = False  # a pause that loaded a kernel is under way
         self.frozen = False  # Numba and its first load are frozen: later pauses freeze nothing
 
-    @contextlib.contextmanager
-    def __call__(self, freeze: bool, loading: bool) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._depth += 1
-            self._loaded = self._loaded or loading
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    if freeze and not self.frozen and "numba" in sys.modules:
-                        gc.freeze()
-                        self.frozen = self._loaded
-                    self._loaded = False
-                    if self._was_enabled:
-                        gc.enable()
+    def __call__(self, freeze: bool, loading: bool) -> contextlib.AbstractContextManager[None]:
+        return self._held(freeze=freeze, loading=loading)
+
+    def _change(self) -> None:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+
+    def _joined(self, freeze: bool, loading: bool) -> None:  # type: ignore[override]
+        self._loaded = self._loaded or loading
+
+    def _restore(self, freeze: bool, loading: bool) -> None:  # type: ignore[override]
+        """With ``freeze`` (the last holder's), freeze what piled up while paused, until a load is over."""
+        if freeze and not self.frozen and "numba" in sys.modules:
+            gc.freeze()
+            self.frozen = self._loaded
+        self._loaded = False
+        if self._was_enabled:
+            gc.enable()
 
 
 _collector_paused = _CollectorPause()
 
 
-@contextlib.contextmanager
-def _gentle_switching() -> Iterator[None]:
-    """Let the user's thread take the GIL back every millisecond while this thread imports Numba or loads kernels
-    (measured: importing Numba in a thread stalls the main thread up to ~20 ms at the default 5 ms interval)."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, LOAD_SWITCH_INTERVAL))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
+class _GentleSwitching(_SharedSetting):
+    """Lets the user's thread take the GIL back every millisecond while any thread imports Numba or loads kernels
+    (measured: importing Numba in a thread stalls the main thread up to ~20 ms at the default 5 ms interval). The
+    interval is process-wide: the first thread in sets ``LOAD_SWITCH_INTERVAL``, the last one out restores it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saved = 0.0
+
+    def __call__(self) -> contextlib.AbstractContextManager[None]:
+        return self._held()
+
+    def _change(self) -> None:
+        self._saved = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._saved, LOAD_SWITCH_INTERVAL))
+
+    def _restore(self) -> None:  # type: ignore[override]
+        sys.setswitchinterval(self._saved)
+
+
+_gentle_switching = _GentleSwitching()
 
 
 def start(function: Function, backend: str, fastmath: bool = False) -> CpuCompilation | None:

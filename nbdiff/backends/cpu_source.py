@@ -19,8 +19,10 @@ from typing import Sequence
 import numpy as np
 
 from nbdiff.backends.codegen import (
+    DOMAIN_ERROR,
     Layout,
     UnsupportedKernel,
+    domain_checks,
     dtype_constructor,
     kernel_layout,
     output_dtypes,
@@ -33,7 +35,7 @@ from nbdiff.ops.compiled import OpKernel
 from nbdiff.ops.fused import FusedElemwise
 
 MODULE_IMPORTS = ("import math", "", "import numba", "import numpy as np")  # what every generated module imports
-GENERATOR_VERSION = 2  # part of every module's name: a changed generator never reuses an old module or its cache
+GENERATOR_VERSION = 3  # part of every module's name: a changed generator never reuses an old module or its cache
 # ``fastmath=True`` enables these LLVM flags: everything but "nnan" and "ninf", so NaN and infinity keep their
 # meaning (maximum, minimum and clip propagate NaN as NumPy does; ``x != x`` is not folded away).
 FASTMATH_FLAGS = ("afn", "arcp", "contract", "nsz", "reassoc")
@@ -49,6 +51,9 @@ Calling convention: kernel(n, <inputs>, <outputs>)
 - outputs, in output order, preallocated by the caller: out<j>, a 1-D array of n elements of the output's dtype,
   for an elementwise result; sum<j>, a 1-element array of the sum's dtype, for a result reduced by a trailing
   Sum over all axes (float32 sums accumulate in float64). The caller reshapes them to the interpreter's shapes.
+A kernel with members that NumPy refuses some values of (``codegen.domain_checks``: integer power with a negative
+exponent) raises ValueError after its loop when any element had such values; its outputs are then meaningless
+and the caller runs the interpreter's perform, which raises the interpreter's error.
 Kernels with a trailing sum over some axes only do not fit this layout: nbdiff.backends.codegen.supports() says
 so and the interpreter runs them."""
 
@@ -116,15 +121,22 @@ def _kernel_lines(op: FusedElemwise, parallel: bool, fastmath: bool) -> list[str
         f"def kernel({', '.join(['n'] + inputs + outputs)}):",
     ]
     lines += [f"    acc{j} = {dtype_constructor(accumulator)}(0)" for j, (_, accumulator) in sums.items()]
+    checks = domain_checks(op)
+    if checks:
+        lines.append("    outside = np.int64(0)")
     lines.append(f"    for i in {loop}(n):")
     lines += [f"        {value_name(r, n)} = _at(in{r}, i)" for r in read_inputs(op)]
     lines += ["        " + line for line in scalar_body(op)]
+    if checks:  # counted, not raised in the loop: a raise inside prange would make the loop serial
+        lines.append(f"        outside += np.int64({' or '.join(checks)})")
     for j, (ref, reduction) in enumerate(zip(op.results, op.reductions)):
         if reduction is None:
             lines.append(f"        out{j}[i] = {value_name(ref, n)}")
         else:
             lines.append(f"        acc{j} += {dtype_constructor(sums[j][1])}({value_name(ref, n)})")
     lines += [f"    sum{j}[0] = {dtype_constructor(dtype)}(acc{j})" for j, (dtype, _) in sums.items()]
+    if checks:
+        lines += ["    if outside:", f"        raise ValueError({DOMAIN_ERROR!r})"]
     return lines
 
 

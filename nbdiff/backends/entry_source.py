@@ -4,7 +4,8 @@ Calling a Numba function costs about 0.3 µs, and preparing each kernel's arrays
 function of 0-d inputs built only of fused kernels (``a*b + sin(a)`` and its gradient) is compiled as ONE function
 ``entry(inputs..., constants...)`` that runs every kernel's scalar body in graph order and returns a tuple of the
 outputs. Constants are arguments (an edited constant does not recompile), and the module's name is the hash of its
-text, which depends only on the graph's structure.
+text, which depends only on the graph's structure. A value outside a member's domain (``codegen.domain_checks``)
+raises ValueError, after which the runner lets the interpreter raise its own error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from nbdiff.backends.codegen import dtype_constructor, output_dtypes, scalar_body, value_name
+from nbdiff.backends.codegen import (
+    DOMAIN_ERROR,
+    domain_checks,
+    dtype_constructor,
+    output_dtypes,
+    scalar_body,
+    value_name,
+)
 from nbdiff.backends.cpu_source import FASTMATH_FLAGS, GENERATOR_VERSION, numba_type_name
 from nbdiff.graph.basic import Constant
 from nbdiff.graph.fgraph import Graph
@@ -89,10 +97,13 @@ def _kernel_function(op: FusedElemwise, name: str, fastmath_flags: str) -> list[
     for j, (ref, reduction) in enumerate(zip(op.results, op.reductions)):
         value = value_name(ref, n)
         returned.append(value if reduction is None else f"{dtype_constructor(dtypes[j])}({value})")
+    checks = domain_checks(op)
+    raises = [f"    if {' or '.join(checks)}:", f"        raise ValueError({DOMAIN_ERROR!r})"] if checks else []
     return [
         f'@numba.njit(cache=True, fastmath={fastmath_flags}, error_model="numpy")',
         f"def {name}({', '.join(value_name(r, n) for r in range(n))}):",
         *("    " + line for line in scalar_body(op)),
+        *raises,
         f"    return ({', '.join(returned)},)",
         "",
         "",

@@ -4,7 +4,9 @@ An elementwise op only states its *partials* (the local derivative of the output
 graph variables); the shared pullback multiplies them by the incoming gradient and un-broadcasts, and the shared
 pushforward sums partial times tangent. ``scalar_code`` is a target-neutral Python expression over the scalar
 arguments ``{0}``, ``{1}``, ... that the compiled backends (Numba CPU and CUDA) emit inside their loops, so a new
-elementwise op needs no backend change.
+elementwise op needs no backend change. An op whose NumPy function raises on some values (integer ``power`` with a
+negative exponent) says when in ``domain_check`` (a scalar condition compiled kernels test) and
+``domain_violation`` (the same on arrays, after NumPy raised), so both backends raise ``DomainError``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ class Elemwise(Op):
 
     def perform(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         return (np.asarray(type(self).numpy_fn(*arrays)),)
+
+    def domain_check(self, arg_dtypes: Sequence[str], dtype: str) -> str | None:
+        """A scalar condition over ``{0}``, ``{1}``, ... true where NumPy refuses the values for these argument and
+        result dtypes (None: it never does). Compiled kernels test it per element and, where it holds, leave the
+        step to ``perform``, which raises the interpreter's error."""
+        return None
+
+    def domain_violation(self, *arrays: np.ndarray) -> str | None:
+        """Why NumPy refused these arrays' values (None: not for their values), asked after it raised a
+        ``ValueError``, so that the interpreter raises ``DomainError`` rather than ``ShapeError``."""
+        return None
 
     def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
         """Elementwise ops broadcast their inputs' symbolic shapes."""
@@ -196,6 +209,19 @@ class TrueDivide(BinaryElemwise):
 class Power(BinaryElemwise):
     numpy_fn = np.power
     scalar_code = "({0} ** {1})"
+
+    def domain_check(self, arg_dtypes: Sequence[str], dtype: str) -> str | None:
+        """The scalar condition under which NumPy refuses the values (integers to negative integer powers)."""
+        if is_integer(dtype) and arg_dtypes[1].startswith("int"):
+            return "{1} < 0"
+        return None
+
+    def domain_violation(self, base: np.ndarray, exponent: np.ndarray) -> str | None:
+        """Why NumPy refuses these values, None when it does not (checked only once an error was raised)."""
+        dtype = np.result_type(base, exponent)
+        if dtype.kind in "iu" and np.any(np.asarray(exponent) < 0):
+            return "integers to negative integer powers are not allowed"
+        return None
 
     def partials(self, node, wanted):
         base, exponent = node.inputs

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from nbdiff.errors import DTypeError, ExecutionError, NbdiffError, ShapeError, node_error
+from nbdiff.errors import DTypeError, NbdiffError, node_error, run_time_error_class
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, apply
 from nbdiff.graph.provenance import Provenance, inherit, transform
 from nbdiff.graph.traversal import paused_gc
@@ -300,7 +300,7 @@ class FusedElemwise(Op):
     def _member_error(self, position: int, args: Sequence[object], exc: Exception) -> NbdiffError:
         """An error naming the member op (position in ``members()``), its user line and this kernel."""
         op, provenance = self.members()[position]  # instructions first, then the reductions
-        cls = ShapeError if isinstance(exc, (ValueError, IndexError)) else ExecutionError
+        cls = run_time_error_class(op, args, exc)
         detail = f"failed at run time inside fused kernel {self.kernel_name} ({self.summary()}): {exc}"
         return node_error(cls, op.name, detail, [a for a in args if a is not None], provenance)
 

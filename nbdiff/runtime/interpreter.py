@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from nbdiff.errors import ExecutionError, NbdiffError, ShapeError, node_error
+from nbdiff.errors import ExecutionError, NbdiffError, node_error, run_time_error_class
 from nbdiff.graph.basic import Apply, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.traversal import paused_gc
@@ -181,7 +181,7 @@ def _execution_error(step: Step, storage: list, exc: Exception) -> NbdiffError:
     node = step.node
     values = [storage[i] for i in step.inputs]
     shapes = [v for v in values if v is not None]
-    cls = ShapeError if isinstance(exc, (ValueError, IndexError)) else ExecutionError
+    cls = run_time_error_class(node.op, values, exc)
     return node_error(cls, node.op.name, f"failed at run time: {exc}", shapes, node.provenance)
 
 

@@ -1,10 +1,11 @@
 """``nd.status_panel(f)``: a live view of what the compiler is doing with each of a function's kernels.
 
 The panel is an ``ipywidgets.HTML`` whose root element has the CSS class ``nbdiff-status``. Its first line is the
-function's status (``interpreting``, ``compiling 3/5 kernels``, ``compiled``, ``fallback: <why>``) and backend;
-below it a table lists each kernel with its state (queued, compiling, from cache, ready, failed with the reason)
-and times. The panel subscribes to the function's compile events and redraws on each one, also when the event
-comes from the background worker's thread (ipykernel >= 7 sends widget updates from any thread), so the user
+function's status (``interpreting``, ``compiling 3/5 kernels``, ``compiled (unchecked: ...)`` until the first call
+checks it against the interpreter, ``compiled``, ``fallback: <why>``) and backend; below it a table lists each
+kernel with its state (queued, compiling, from cache, ready, failed with the reason) and times. The panel
+subscribes to the function's compile events and to the agreement check's decision, and redraws on each, also when
+they come from the background worker's thread (ipykernel >= 7 sends widget updates from any thread), so the user
 keeps working while it updates. The table's model is ``status_rows``; ``render_status_html`` turns it into HTML.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 import ipywidgets as widgets
 
 from nbdiff.errors import InputError, node_error
-from nbdiff.function import Function
+from nbdiff.function import UNCHECKED, Function
 from nbdiff.runtime.events import ENTRY_POINT, EventError, KernelEvent, KernelState, count_states, kernel_states
 
 INTERPRETED = "interpreted (NumPy)"
@@ -128,10 +129,14 @@ def _row(name: str, summary: KernelState | None, detail: str) -> KernelRow:
 
 
 def status_line(function: Any) -> str:
-    """The panel's first line: the function's status, then its backend and name."""
+    """The panel's first line: the function's status (saying, while it is compiled but unchecked, what decides
+    it), then its backend and name."""
     name = getattr(function, "name", None)
     about = f"backend {getattr(function, 'backend', '?')}" + (f" · function {name}" if name else "")
-    return f"{function.status} · {about}"
+    status = function.status
+    if status == UNCHECKED:
+        status = f"{status[:-1]}: the first call checks it against the interpreter)"
+    return f"{status} · {about}"
 
 
 def counts_line(events: Sequence[KernelEvent]) -> str:
@@ -175,7 +180,8 @@ class StatusPanel(widgets.HTML):
         self.add_class("nbdiff-status")
         self.function = function
         self._redraw_lock = threading.Lock()
-        self._unsubscribe = function.subscribe(self._on_event)
+        unsubscribe = function.subscribe(self._on_event), function.subscribe_status(self._on_status)
+        self._unsubscribe = lambda: [stop() for stop in unsubscribe]
         self.refresh()
 
     def refresh(self) -> None:
@@ -184,6 +190,10 @@ class StatusPanel(widgets.HTML):
             self.value = render_status_html(self.function, self.function.events)
 
     def _on_event(self, event: KernelEvent) -> None:
+        self.refresh()
+
+    def _on_status(self, status: str) -> None:
+        """The agreement check decided the status (no compile event says so)."""
         self.refresh()
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ import nbdiff as nd
 from nbdiff.backends import cache
 from nbdiff.backends.cpu import inject_fault
 from nbdiff.backends.worker import compile_worker
+from nbdiff.function import UNCHECKED
 from nbdiff.runtime.events import ENTRY_POINT, kernel_states
 from tests.backends.cpu_support import (
     REPRODUCER_FILES,
@@ -82,7 +83,7 @@ def test_a_wrong_kernel_is_caught_by_the_agreement_check(kind):
     with inject_fault("wrong-values"):
         f = make()
     reference = make("numpy")
-    assert f.wait(WAIT) == "compiled"  # it compiled: only running it shows it wrong
+    assert f.wait(WAIT) == UNCHECKED  # it compiled: only running it shows it wrong
     call_both(f, reference, args, "the agreement check's answer")  # the interpreter's values, not the kernel's
     status = f.status
     assert status.startswith("fallback: "), status
@@ -115,7 +116,7 @@ def test_a_correct_kernel_replays_as_agreeing(tmp_path):
     is what makes a wrong kernel exit 1."""
     with inject_fault("wrong-values"):
         f = array_function()
-    assert f.wait(WAIT) == "compiled"
+    assert f.wait(WAIT) == UNCHECKED
     f(np.linspace(-1, 1, 6))
     folder = reproducer_folder(f.status)
     text = (folder / "kernel.py").read_text()
@@ -208,7 +209,7 @@ def test_a_killed_worker_fails_its_functions_and_the_next_function_gets_a_new_wo
 
     z = nd.vector("z", shape=(4,))
     after = nd.function([z], chain(z, fresh_bits()), backend="cpu")  # a fresh structure: it needs the worker
-    assert after.wait(WAIT) == "compiled", after.status
+    assert after.wait(WAIT) == UNCHECKED, after.status
     assert states(after) == ["queued", "compiling", "ready"]
     assert worker.starts == starts + 1
     assert worker.pid() not in (None, killed[0])

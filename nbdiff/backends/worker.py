@@ -92,7 +92,6 @@ class _Entry:
     generation: int  # the handle's generation when submitted: ``close`` fails the jobs of earlier ones
     starts: list[Callable[[], None]]
     dones: list[Callable[[CompileResult], None]]
-    attempts: int = 0
     started: bool = False
     process: _Process | None = None  # the worker process the current attempt was sent to
     result: CompileResult | None = None  # the worker's answer
@@ -242,7 +241,6 @@ class CompileWorker:
         with self._lock:
             job_id, self._next_id = self._next_id, self._next_id + 1
             entry.process, entry.lost = process, ""
-            entry.attempts += 1
             entry.answered.clear()
             self._sent[job_id] = entry
             died = process.exit_code  # the reader may have seen the process end before the job was registered
@@ -282,7 +280,7 @@ class CompileWorker:
         """A new worker process, once it has said "ready"; ``WorkerStartError`` when it cannot start."""
         root = Path(self.folder) if self.folder is not None else cache.cache_directory()
         log_path = root / "worker.log"
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = open_log(log_path)
         try:
             popen = subprocess.Popen(
@@ -448,6 +446,16 @@ def compile_worker() -> CompileWorker:
             _worker = CompileWorker()
             atexit.register(_worker.close)
         return _worker
+
+
+def _forget_worker() -> None:
+    """In a forked child: the parent's worker, pipes and threads are not this process's; the next job starts anew."""
+    global _worker
+    _worker = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_worker)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from nbdiff.config import options
 WORKER_NICENESS = 10  # how much lower the worker's scheduling priority is than the notebook's
 ATTEMPTS = 2  # a job whose worker died or timed out is retried once on a new worker
 CLOSE_GRACE = 5.0  # seconds ``close`` lets the worker finish its job before killing it
+START_TIMEOUT = 60.0  # seconds a new worker has at least to import Numba and say "ready" (a cold disk is slow)
 _BOOT = "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); from nbdiff.backends.worker import main; main()"
 
 
@@ -164,7 +165,7 @@ class CompileWorker:
         ``timeout``: seconds an attempt may take once sent (default: the ``compile_timeout`` option)."""
         with self._lock:
             entry = self._in_flight.get(_key(job))
-            if entry is not None:  # the same compile is under way: share it
+            if entry is not None and entry.generation == self._generation:  # the same compile is under way: share it
                 entry.starts.append(on_start)
                 entry.dones.append(on_done)
                 if entry.started:
@@ -229,8 +230,8 @@ class CompileWorker:
                 return
             reasons.append(reason)
         first, last = reasons[0], reasons[-1]
-        retried = "twice: the job was retried once on a new worker" if first == last else f"the first try: {first}"
-        self._fail(entry, f"{last} ({retried})")
+        earlier = "" if first == last else f"; the first try: {first}"
+        self._fail(entry, f"{last} (retried once on a new worker{earlier})")
 
     def _attempt(self, entry: _Entry) -> str | None:
         """Send ``entry`` to a live worker and wait for its answer; None once answered, else why it was not."""
@@ -277,7 +278,9 @@ class CompileWorker:
         return process
 
     def _start_process(self, timeout: float) -> _Process:
-        """A new worker process, once it has said "ready"; ``WorkerStartError`` when it cannot start."""
+        """A new worker process, once it has said "ready" (within ``timeout`` seconds, or ``START_TIMEOUT`` if that
+        is longer: the job's timeout is for compiling); ``WorkerStartError`` when it cannot start."""
+        timeout = max(timeout, START_TIMEOUT)
         root = Path(self.folder) if self.folder is not None else cache.cache_directory()
         log_path = root / "worker.log"
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -392,8 +395,9 @@ def open_log(path: Path) -> int:
                 f"the compile worker's log {path} is a symbolic link: nbdiff does not follow it (remove it)"
             ) from None
         raise WorkerStartError(f"the compile worker's log {path} cannot be opened: {error}") from None
-    with contextlib.suppress(OSError):
-        os.fchmod(descriptor, 0o600)  # a log made by an older nbdiff under a looser umask
+    if hasattr(os, "fchmod"):
+        with contextlib.suppress(OSError):
+            os.fchmod(descriptor, 0o600)  # a log made by an older nbdiff under a looser umask
     return descriptor
 
 

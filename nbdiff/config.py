@@ -4,8 +4,10 @@
 check that each result has its node's static type). ``NBDIFF_CACHE_DIR`` sets where compiled kernels are kept
 (default: ``default_cache_dir()``). ``NBDIFF_COMPILE=0`` makes ``backend="auto"`` use the interpreter only (the
 test suite sets it: most tests are about graphs, not compilation). ``NBDIFF_FREEZE_GC=0`` keeps the compiled
-backend from freezing the objects alive after Numba's first load out of cyclic garbage collection. This is the
-only module that reads environment variables.
+backend from freezing the objects alive after Numba's first load out of cyclic garbage collection.
+``NBDIFF_COMPILE_TIMEOUT`` is how many seconds (default 600) one compile job may take in the compile worker: a
+stopped or hung worker is then killed and replaced, the job retried once, and then the kernel falls back to the
+interpreter ("timed out after N s"). This is the only module that reads environment variables.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import dataclasses
 import os
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+DEFAULT_COMPILE_TIMEOUT = 600.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Options:
     fastmath: bool = False  # the default of nd.function(fastmath=...): LLVM's fast-math flags but nnan/ninf
     freeze_gc: bool = True  # after Numba's import and first kernel load, freeze the objects alive then out of
     # cyclic garbage collection once (NBDIFF_FREEZE_GC=0: never), so full collections stop stalling the notebook
+    compile_timeout: float = DEFAULT_COMPILE_TIMEOUT  # seconds one job may take in the compile worker (then it is
+    # killed and replaced, the job retried once, then the kernel falls back); NBDIFF_COMPILE_TIMEOUT
 
 
 def default_cache_dir() -> str:
@@ -49,7 +56,24 @@ def _from_environment() -> Options:
         cache_dir=os.environ.get("NBDIFF_CACHE_DIR") or None,
         compile=os.environ.get("NBDIFF_COMPILE", "1").lower() not in ("0", "false", "no"),
         freeze_gc=os.environ.get("NBDIFF_FREEZE_GC", "1").lower() not in ("0", "false", "no"),
+        compile_timeout=_seconds("NBDIFF_COMPILE_TIMEOUT", DEFAULT_COMPILE_TIMEOUT),
     )
+
+
+def _seconds(variable: str, default: float) -> float:
+    """A positive number of seconds from the environment; a value that is not one is reported and ignored (an
+    error here would make ``import nbdiff`` fail)."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        warnings.warn(f"{variable}={text!r} is not a positive number of seconds: using {default:g}", stacklevel=2)
+        return default
+    return value
 
 
 _defaults = _from_environment()
@@ -70,6 +94,9 @@ def option_context(**changes: Any) -> Iterator[Options]:
     except TypeError:
         names = ", ".join(f.name for f in dataclasses.fields(Options))
         raise TypeError(f"option_context: unknown option in {sorted(changes)}; options are {names}") from None
+    timeout = current.compile_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"option_context: compile_timeout must be a positive number of seconds, got {timeout!r}")
     _local.current = current
     try:
         yield current

@@ -1,14 +1,15 @@
 """The compiled CPU backend: Numba kernels compiled in the background, swapped in once they agree.
 
-``start(function)`` returns at once. A background thread generates one module per kernel (serial, plus a
-``parallel=True`` variant where the loop may reach ``PARALLEL_THRESHOLD`` elements) or, for a function of scalars,
-one whole-function entry point (``entry_source``). A module compiled before (by this or an earlier process: the
-disk cache) is loaded in milliseconds; the others go to the compile worker, a separate process, so compilation
-never holds the notebook's GIL. Each kernel's events (queued, compiling, cached, ready, failed) reach
+``start(function)`` returns at once. One background thread, shared by every function (``_preparer``: a handful
+of threads whatever the number of functions), generates one module per kernel (serial, plus a ``parallel=True``
+variant where the loop may reach ``PARALLEL_THRESHOLD`` elements) or, for a function of scalars, one
+whole-function entry point (``entry_source``). A module compiled before (by this or an earlier process: the disk
+cache) is loaded in milliseconds; the others go to the compile worker, a separate process, so compilation never
+holds the notebook's GIL. Each kernel's events (queued, compiling, cached, ready, failed) reach
 ``function._emit``. When every kernel is loaded, the compiled runner becomes the function's *candidate*: its first
 call is checked against the interpreter (``Function._first_compiled_call``), and only then answers alone. A failed
-compile, a mismatch or a dead worker leaves the interpreter answering, with the reason in ``f.status`` and a
-reproducer folder (the module, its arguments, a script) whose path the reason names.
+compile, a mismatch or a dead worker (after its one retry) leaves the interpreter answering, with the reason in
+``f.status`` and a reproducer folder (the module, its arguments, a script) whose path the reason names.
 
 The kernels run inside the interpreter's plan (``Plan.with_performers``): NumPy still runs the ops that are not
 fused kernels (matmul through its BLAS, indexing, shape ops), which are compiled code already.
@@ -45,6 +46,7 @@ from nbdiff.backends.cpu_source import (
     shaped_outputs,
 )
 from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
+from nbdiff.backends.worker import BackgroundThread
 from nbdiff.config import options
 from nbdiff.errors import BackendError
 from nbdiff.graph.basic import Apply
@@ -521,11 +523,11 @@ class CpuCompilation:
         self.fault = _fault
         self.root = cache.cache_directory()  # read here: options are per thread, and the work runs in others
         self.freeze_gc = options().freeze_gc
+        self.timeout = options().compile_timeout  # seconds a compile job may take in the worker
         self.units: list[Unit] = []
         self._lock = threading.Lock()
         self._finished = False
-        self.thread = threading.Thread(target=self._prepare, name=f"nbdiff compile {function._label()}", daemon=True)
-        self.thread.start()
+        _preparer.call(self._prepare)  # one thread prepares every function in turn: no thread per function
 
     # -- stages ------------------------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -594,9 +596,11 @@ class CpuCompilation:
                 job,
                 on_start=lambda unit=unit: self._started(unit),
                 on_done=lambda result, unit=unit, module=module: self._compiled(unit, module, result),
+                timeout=self.timeout,
             )
 
     def _started(self, unit: Unit) -> None:
+        """The worker began one of the unit's modules (called on the worker's callback thread)."""
         with self._lock:
             if unit.state != "queued":
                 return
@@ -604,7 +608,8 @@ class CpuCompilation:
         self._emit(unit, "compiling")
 
     def _compiled(self, unit: Unit, module: Module, result: Any) -> None:
-        """A worker result for one of the unit's modules: load it here (ms) once all the unit's are compiled."""
+        """A worker result for one of the unit's modules (on the worker's callback thread): load it here (ms) once
+        all the unit's are compiled."""
         with self._lock:
             if unit.state == "failed":
                 return
@@ -619,7 +624,7 @@ class CpuCompilation:
             return
         try:
             with _collector_paused(self.freeze_gc, loading=True), _gentle_switching():
-                import_numba_gently()  # this reader thread may get here while another thread still imports Numba
+                import_numba_gently()  # the callback thread may get here while the preparing one still imports Numba
                 for m in unit.modules:
                     m.dispatcher = cache.load_compiled(m.path, m.name, m.signatures, m.function)
         except Exception as exc:
@@ -844,6 +849,9 @@ class _GentleSwitching(_SharedSetting):
 
 
 _gentle_switching = _GentleSwitching()
+
+
+_preparer = BackgroundThread("nbdiff prepare")  # generates, writes and loads every function's modules, in turn
 
 
 def start(function: Function, backend: str, fastmath: bool = False) -> CpuCompilation | None:

@@ -32,6 +32,7 @@ import nbdiff as nd
 from nbdiff.backends import cache
 from nbdiff.backends.cpu import inject_fault, plan_units
 from nbdiff.backends.worker import CompileJob, compile_job, compile_worker
+from nbdiff.function import UNCHECKED
 from tests.backends.cpu_support import WAIT, call_both, chain, fresh_bits, reproducer_folder
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX owners, modes and os.fork")
@@ -281,7 +282,7 @@ def cache_written_under_umask_000(tmp_path_factory):
                 wrong = kernel_function("cpu", fresh_bits())
             with inject_fault("compile-error"):
                 broken = kernel_function("cpu", fresh_bits())
-        assert good.wait(WAIT) == "compiled" and wrong.wait(WAIT) == "compiled", (good.status, wrong.status)
+        assert good.wait(WAIT) == UNCHECKED and wrong.wait(WAIT) == UNCHECKED, (good.status, wrong.status)
         good(*ARGS)
         wrong(*ARGS)
         for f in (wrong, broken):
@@ -314,9 +315,6 @@ def test_under_umask_000_every_cache_folder_is_0700_and_every_file_nbdiff_writes
     assert {p: oct(m) for p, m in ours.items() if m != 0o600} == {}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Numba writes them in the worker, whose umask 0o077 comes with the liveness branch"
-)
 def test_under_umask_000_numbas_cache_files_are_0600(cache_written_under_umask_000):
     _, files = walk(cache_written_under_umask_000)
     numba_files = {p: m for p, m in files.items() if p.suffix in NUMBA_FILES}

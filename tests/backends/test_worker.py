@@ -1,23 +1,25 @@
 """The compile worker: its line protocol (``serve``, in this process), and ``CompileWorker``, the main process's
 handle on the child process (a fresh one per test here, not the process-wide ``compile_worker()``): jobs are
-compiled into Numba's disk cache and loaded here without compiling, failures are answered, and the death of a
-worker fails its own jobs only.
+compiled into Numba's disk cache and loaded here without compiling, failures are answered, a job whose worker
+died or stopped is retried once on a new worker, the same job in flight is compiled once, and the worker process
+is isolated: nothing imported from the working folder, Ctrl-C ignored, its files private, its log never a link.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import stat
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from nbdiff.backends import cache
-from nbdiff.backends import worker as worker_module
-from nbdiff.backends.worker import CompileJob, CompileResult, CompileWorker, compile_worker, serve
+from nbdiff.backends.worker import CompileJob, CompileResult, CompileWorker, compile_worker, serve, worker_path
 
 TIMEOUT = 120.0
 SIGNATURE = "(int64, float64, float64[::1])"
@@ -31,6 +33,11 @@ def kernel(n, scale, out):
         out[i] = scale * i
 """
 BROKEN = MODULE.replace("scale * i", "scale * undefined_name")
+# A module that does something to the worker importing it: once (while the flag file is missing), or every time.
+ONCE = "import os, signal\nif not os.path.exists({flag!r}):\n    open({flag!r}, 'w').close()\n    {act}\n"
+ALWAYS = "import os, signal\n{act}\n"
+KILL = "os.kill(os.getpid(), signal.SIGKILL)"
+STOP = "os.kill(os.getpid(), signal.SIGSTOP)"
 
 
 def module(directory: Path, name: str, text: str = MODULE) -> CompileJob:
@@ -61,10 +68,23 @@ class Answers:
 
 
 @pytest.fixture
-def worker():
-    handle = CompileWorker()
+def worker(tmp_path):
+    handle = CompileWorker(tmp_path / "worker")
     yield handle
     handle.close()
+
+
+def acting(directory: Path, name: str, act: str, once: bool) -> CompileJob:
+    """A job whose module does ``act`` to the worker importing it (the first time only, with ``once``)."""
+    flag = str(directory / f"{name}.flag")
+    prefix = (ONCE if once else ALWAYS).format(flag=flag, act=act)
+    return module(directory, name, prefix + MODULE)
+
+
+def submit(worker: CompileWorker, job: CompileJob, timeout: float | None = None) -> Answers:
+    answers = Answers()
+    worker.submit(job, answers.on_start, answers.on_done, timeout=timeout)
+    return answers
 
 
 def test_serve_answers_start_and_done_per_job_and_survives_a_failing_one(tmp_path):
@@ -145,7 +165,7 @@ def test_close_ends_the_worker_and_the_next_job_starts_another(tmp_path, worker)
     first = Answers()
     worker.submit(module(tmp_path, "worker_close_first"), first.on_start, first.on_done)
     assert first.wait().ok
-    process = worker._process
+    process = worker._process.popen
     worker.close()
     assert worker.pid() is None and process.poll() == 0
     second = Answers()
@@ -154,32 +174,104 @@ def test_close_ends_the_worker_and_the_next_job_starts_another(tmp_path, worker)
     assert worker.starts == 2
 
 
-def test_a_dead_workers_jobs_fail_and_only_its_own(tmp_path, worker, monkeypatch):
-    """A job sent to the new worker before the dead one's reader thread has caught up is the new worker's: it must
-    not be failed with the dead one's (its answer would then be dropped)."""
-    readers: list[threading.Thread] = []
+def test_a_job_whose_worker_dies_is_retried_once_on_a_new_worker(tmp_path, worker):
+    result = submit(worker, acting(tmp_path, "worker_dies_once", KILL, once=True)).wait()
+    assert result.ok, result.error
+    assert worker.starts == 2
 
-    def thread(*args, **kwargs):  # the first reader thread is held back, as a busy machine might
-        real = threading.Thread(*args, **kwargs)
-        if readers:
-            return real
-        readers.append(real)
-        return SimpleNamespace(start=lambda: None)
 
-    monkeypatch.setattr(worker_module, "threading", SimpleNamespace(Thread=thread))
-    orphan, fresh = Answers(), Answers()
-    worker.submit(module(tmp_path, "worker_dead_orphan"), orphan.on_start, orphan.on_done)
-    dead = worker._process
-    dead.kill()
-    dead.wait()
-    worker.submit(module(tmp_path, "worker_dead_fresh"), fresh.on_start, fresh.on_done)  # a new worker
-    assert worker.starts == 2 and worker._process is not dead
-    readers[0].start()  # the dead worker's reader catches up now
-    result = orphan.wait()
-    assert not result.ok and "compile worker process exited (code -9)" in result.error
-    result = fresh.wait()
-    assert result.ok, f"the new worker's job was failed by the dead worker's reader: {result.error}"
-    assert fresh.started.is_set()
+def test_a_job_that_kills_every_worker_fails_after_one_retry_and_the_next_job_compiles(tmp_path, worker):
+    result = submit(worker, acting(tmp_path, "worker_dies_always", KILL, once=False)).wait()
+    assert not result.ok
+    assert "compile worker process exited (code -9)" in result.error and "retried once" in result.error
+    assert worker.starts == 2
+    assert submit(worker, module(tmp_path, "worker_after_deaths")).wait().ok
+    assert worker.starts == 3
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_is_killed_after_the_timeout_and_the_job_retried(tmp_path, worker):
+    stopped = acting(tmp_path, "worker_stops_once", STOP, once=True)
+    result = submit(worker, stopped, timeout=6.0).wait()  # the retry compiles well within it (~0.5 s unloaded)
+    assert result.ok, result.error
+    assert worker.starts == 2
+
+
+def test_a_job_timing_out_twice_fails_naming_the_timeout(tmp_path, worker):
+    result = submit(worker, acting(tmp_path, "worker_stops_always", STOP, once=False), timeout=0.5).wait()
+    assert not result.ok
+    assert "timed out after 0.5 s" in result.error and "retried once" in result.error
+    assert worker.starts == 2
+
+
+def test_submissions_of_one_job_in_flight_share_one_compile(tmp_path, worker):
+    job = module(tmp_path, "worker_shared")
+    others = [
+        submit(worker, CompileJob(job.path, job.name, job.function, job.signatures, f"copy {k}")) for k in range(5)
+    ]
+    results = [answers.wait() for answers in others]
+    assert all(result.ok for result in results)
+    assert all(answers.started.is_set() for answers in others)
+    assert len({id(result) for result in results}) == 1, "the job was compiled more than once"
+    assert worker._next_id == 1, "more than one job was sent to the worker"
+
+
+def test_many_jobs_at_once_are_sent_by_one_writer_thread(tmp_path, worker):
+    """Many submissions at once never block the submitting thread and never add a thread per job (the deadlock
+    of a submitter holding the lock while blocked writing to the worker's full input)."""
+    before = threading.active_count()
+    jobs = [module(tmp_path, f"worker_many_{k}", MODULE.replace("scale * i", f"scale * i + {k}")) for k in range(40)]
+    answers = [submit(worker, job) for job in jobs]
+    assert threading.active_count() <= before + 3  # the writer, the callbacks, the reader
+    assert all(a.wait().ok for a in answers)
+    assert threading.active_count() <= before + 3
+    assert worker.starts == 1
+
+
+def test_the_worker_imports_nothing_from_the_working_folder(tmp_path, worker, monkeypatch):
+    """A ``numba.py`` or ``llvmlite.py`` planted where the user started Python must not run in the worker."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    sentinel = tmp_path / "sentinel"
+    for name in ("numba", "llvmlite"):
+        (planted / f"{name}.py").write_text(f"open({str(sentinel)!r}, 'a').write({name!r})\n")
+    monkeypatch.chdir(planted)
+    assert str(planted) not in worker_path() and "" not in worker_path()
+    result = submit(worker, module(tmp_path, "worker_isolated")).wait()
+    assert not sentinel.exists(), f"the worker ran the planted {sentinel.read_text()}"
+    assert result.ok, result.error
+
+
+def test_the_worker_ignores_the_users_interrupt(tmp_path, worker):
+    assert submit(worker, module(tmp_path, "worker_before_interrupt")).wait().ok
+    process = worker._process.popen
+    os.kill(process.pid, signal.SIGINT)  # as Ctrl-C sends it to the process group
+    assert submit(worker, module(tmp_path, "worker_after_interrupt")).wait().ok
+    assert process.poll() is None and worker.starts == 1
+    assert os.getpgid(process.pid) != os.getpgid(0), "the worker is in the user's process group"
+
+
+def test_numba_cache_files_are_private_whatever_the_umask(tmp_path, worker):
+    previous = os.umask(0)
+    try:
+        result = submit(worker, module(tmp_path, "worker_umask")).wait()
+    finally:
+        os.umask(previous)
+    assert result.ok, result.error
+    files = [p for p in (tmp_path / "__pycache__").iterdir() if p.suffix in (".nbi", ".nbc")]
+    assert {p.suffix for p in files} == {".nbi", ".nbc"}
+    for path in [*files, tmp_path / "worker" / "worker.log"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path.name} is {oct(path.stat().st_mode)}"
+
+
+def test_a_symlink_planted_as_the_worker_log_is_refused_not_followed(tmp_path, worker):
+    target = tmp_path / "elsewhere.txt"
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "worker.log").symlink_to(target)
+    result = submit(worker, module(tmp_path, "worker_log_link")).wait()
+    assert not result.ok and "worker.log is a symbolic link" in result.error, result.error
+    assert not target.exists(), "the log followed the planted link"
+    assert worker.starts == 0
 
 
 def test_compile_worker_is_one_handle_per_process():

@@ -112,6 +112,17 @@ class Module:
             folder, self.name, self.source, arguments, expected, reason, self.signatures, outputs, self.function
         )
 
+    def reproducer_note(
+        self, root: Any, arguments: Sequence[Any], expected: Sequence[np.ndarray] | None, reason: str, outputs=()
+    ) -> str:
+        """`` (reproducer: <folder>)`` for a status, or why none could be written (a refused or full cache): the
+        reason for falling back matters more than the reproducer, so this never raises."""
+        try:
+            folder = self.write_reproducer(root, arguments, expected, reason, outputs)
+        except Exception as exc:
+            return f" (no reproducer: {type(exc).__name__}: {exc})"
+        return f" (reproducer: {folder})"
+
 
 @dataclass
 class Unit:
@@ -391,11 +402,11 @@ def _variant_problem(
         return None
     try:
         arguments, outputs = runner.call_arguments(inputs, variant)
-        flat = [np.ravel(e) for e in expected]
-        folder = unit.modules[variant].write_reproducer(root, arguments, flat, problem, outputs)
-        where = f" (reproducer: {folder})"
     except Exception as exc:  # the reason matters more than the reproducer
         where = f" (no reproducer: {exc})"
+    else:
+        flat = [np.ravel(e) for e in expected]
+        where = unit.modules[variant].reproducer_note(root, arguments, flat, problem, outputs)
     return f"{which} disagrees with the interpreter: {problem}{where}"
 
 
@@ -448,9 +459,9 @@ class EntryRunner:
             return got, None
         module = self.unit.modules[0]
         arguments = [a.reshape(())[()] for a in arrays] + list(self.constants)
-        folder = module.write_reproducer(self.cache_root, arguments, expected, problem)
+        where = module.reproducer_note(self.cache_root, arguments, expected, problem)
         self.mismatched = self.unit.name
-        return [], f"the compiled entry point disagrees with the interpreter: {problem} (reproducer: {folder})"
+        return [], f"the compiled entry point disagrees with the interpreter: {problem}{where}"
 
 
 def _scalar_boxer(dtype: str) -> Callable[[Any], np.ndarray]:
@@ -617,7 +628,7 @@ class CpuCompilation:
             unit.pending -= 1
             done = unit.pending == 0
         if not result.ok:
-            folder = self._compile_reproducer(module, result.error)
+            folder = module.reproducer_note(self.root, [], None, result.error)
             self._unit_failed(unit, f"compiling failed: {result.error}{folder}")
             return
         if not done:
@@ -633,13 +644,6 @@ class CpuCompilation:
         if unit.state == "queued":  # the worker may answer before its "started" message is handled
             self._emit(unit, "compiling")
         self._emit(unit, "ready", unit.compile_seconds)
-
-    def _compile_reproducer(self, module: Module, error: str) -> str:
-        try:
-            folder = module.write_reproducer(self.root, [], None, error)
-        except Exception as exc:
-            return f" (no reproducer: {exc})"
-        return f" (reproducer: {folder})"
 
     def _unit_failed(self, unit: Unit, reason: str) -> None:
         with self._lock:

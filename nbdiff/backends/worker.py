@@ -281,9 +281,11 @@ class CompileWorker:
         """A new worker process, once it has said "ready" (within ``timeout`` seconds, or ``START_TIMEOUT`` if that
         is longer: the job's timeout is for compiling); ``WorkerStartError`` when it cannot start."""
         timeout = max(timeout, START_TIMEOUT)
-        root = Path(self.folder) if self.folder is not None else cache.cache_directory()
+        try:  # the worker's folder is made private, or checked, before anything is written or run there
+            root = cache.cache_root(Path(self.folder) if self.folder is not None else None)
+        except (cache.CacheRefused, OSError) as error:
+            raise WorkerStartError(f"the compile worker's folder cannot be used: {error}") from None
         log_path = root / "worker.log"
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = open_log(log_path)
         try:
             popen = subprocess.Popen(
@@ -469,15 +471,38 @@ def compile_job(job: CompileJob) -> CompileResult:
     """Compile every signature of ``job`` into Numba's disk cache and record them in the module's marker."""
     start = perf_counter()
     try:
-        module = cache.import_module_from(Path(job.path), job.name)
-        dispatcher = getattr(module, job.function)
-        for signature in job.signatures:
-            dispatcher.compile(cache.cache_key(signature))
+        try:
+            _compile_signatures(job)
+        except Exception as exc:
+            if not _damaged_cache_entry(exc):
+                raise
+            # Numba met a damaged cache file of this module before compiling: set its files aside, compile afresh
+            dispatcher = getattr(cache.import_module_from(Path(job.path), job.name), job.function)
+            done = cache.quarantine(Path(job.path), dispatcher._cache)
+            print(f"nbdiff worker: {job.name}: Numba's cache failed to load ({exc!r}); {done}", file=sys.stderr)
+            _compile_signatures(job)
         cache.mark_compiled(Path(job.path), job.signatures)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}".strip()
         return CompileResult(False, perf_counter() - start, _shorten(message))
     return CompileResult(True, perf_counter() - start)
+
+
+def _compile_signatures(job: CompileJob) -> None:
+    """Compile (or load from Numba's cache) every signature of ``job``'s function, as imported now."""
+    dispatcher = getattr(cache.import_module_from(Path(job.path), job.name), job.function)
+    for signature in job.signatures:
+        dispatcher.compile(cache.cache_key(signature))
+
+
+def _damaged_cache_entry(error: Exception) -> bool:
+    """Whether ``error`` came from reading a damaged Numba cache file (unpickling, a truncated or foreign file),
+    not from compiling the kernel (Numba's own errors: typing, lowering), which must be reported as it is."""
+    from numba.core.errors import NumbaError
+
+    if isinstance(error, (NumbaError, cache.CacheRefused, SyntaxError, ImportError)):
+        return False
+    return any("caching" in (frame.f_code.co_filename or "") for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
 def _shorten(message: str, limit: int = 2000) -> str:

@@ -256,3 +256,36 @@ def test_an_unusable_cache_gives_each_function_one_reason_and_a_failed_event_wit
         call_both(f, nd.function([x], chain(x, b)), (np.linspace(-1, 1, 5),), "with an unusable cache")
     assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["garbage index", "empty index", "truncated data"])
+def test_a_damaged_cache_file_without_a_marker_is_quarantined_by_the_worker_that_meets_it(tmp_path, kind):
+    """With no marker the main process never tries to load the module, so a fresh worker's compile is the first to
+    read the damaged file: it sets the files aside and compiles afresh instead of failing the kernel for good."""
+    directory = cache.kernels_directory(tmp_path)
+    tag = kind.replace(" ", "_")
+    name, other_name = f"cache_unmarked_{tag}", f"cache_unmarked_{tag}_other"
+    path = cache.write_module(directory, name, MODULE)
+    other = cache.write_module(directory, other_name, OTHER)
+    first = CompileWorker(folder=tmp_path)
+    try:
+        assert compile_in(first, path, name).ok and compile_in(first, other, other_name).ok
+    finally:
+        first.close()
+    damaged = damage(kind, path, other)
+    os.unlink(cache.marker_path(path))
+
+    fresh = CompileWorker(folder=tmp_path)  # a new process: nothing of the module is in its memory
+    try:
+        result = compile_in(fresh, path, name)
+    finally:
+        fresh.close()
+    assert result.ok, result.error
+    assert cache.is_compiled(path, (SIGNATURE,))
+    (moved,) = (directory / "quarantine").iterdir()
+    assert damaged.name in os.listdir(moved), os.listdir(moved)
+    assert name in (tmp_path / "worker.log").read_text(), "the worker's log names the module it quarantined"
+    kernel = cache.load_compiled(path, name, (SIGNATURE,))
+    out = np.empty(4)
+    kernel(4, 0.5, out)
+    np.testing.assert_array_equal(out, [0.0, 0.5, 1.0, 1.5])

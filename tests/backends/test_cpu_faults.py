@@ -112,6 +112,24 @@ def test_a_wrong_kernel_is_caught_by_the_agreement_check(kind):
     assert "MISMATCH" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("kind", list(MAKERS))
+def test_a_mismatch_where_no_reproducer_can_be_written_still_falls_back_with_its_reason(tmp_path, kind):
+    """A reproducers folder that cannot be used (others may write it) costs the reproducer, never the answer: the
+    call returns the interpreter's values and the status says why there is no reproducer."""
+    make, args, _ = MAKERS[kind]
+    with nd.option_context(cache_dir=str(tmp_path)), inject_fault("wrong-values"):
+        f = make()
+    reference = make("numpy")
+    assert f.wait(WAIT) == UNCHECKED
+    folder = tmp_path / "reproducers"
+    folder.mkdir(exist_ok=True)
+    os.chmod(folder, 0o777)
+    call_both(f, reference, args, "the agreement check's answer")
+    assert f.status.startswith("fallback: ") and "disagrees with the interpreter" in f.status, f.status
+    assert "(no reproducer: CacheRefused: " in f.status, f.status
+    assert os.listdir(folder) == []
+
+
 def test_a_correct_kernel_replays_as_agreeing(tmp_path):
     """A reproducer of a correct kernel (the same module without the fault) exits 0: the script's comparison
     is what makes a wrong kernel exit 1."""

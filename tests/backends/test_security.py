@@ -31,7 +31,7 @@ import pytest
 import nbdiff as nd
 from nbdiff.backends import cache
 from nbdiff.backends.cpu import inject_fault, plan_units
-from nbdiff.backends.worker import CompileJob, compile_job, compile_worker
+from nbdiff.backends.worker import CompileJob, CompileWorker, compile_job, compile_worker
 from nbdiff.function import UNCHECKED
 from tests.backends.cpu_support import WAIT, call_both, chain, fresh_bits, reproducer_folder
 
@@ -320,3 +320,22 @@ def test_under_umask_000_numbas_cache_files_are_0600(cache_written_under_umask_0
     numba_files = {p: m for p, m in files.items() if p.suffix in NUMBA_FILES}
     assert any(p.suffix == ".nbi" for p in numba_files) and any(p.suffix == ".nbc" for p in numba_files)
     assert {p: oct(m) for p, m in numba_files.items() if m != 0o600} == {}
+
+
+def test_the_worker_does_not_start_in_a_folder_others_may_write(tmp_path):
+    """The worker's folder (its log, its working folder) is checked like every cache folder before it starts."""
+    from tests.backends.test_worker import Answers, module
+
+    folder = tmp_path / "open"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    job = module(cache.kernels_directory(tmp_path / "private"), "security_worker_open_folder")
+    worker = CompileWorker(folder=folder)
+    try:
+        answers = Answers()
+        worker.submit(job, answers.on_start, answers.on_done)
+        result = answers.wait()
+    finally:
+        worker.close()
+    assert not result.ok and "cannot be used" in result.error and str(folder) in result.error, result.error
+    assert not (folder / "worker.log").exists() and worker.pid() is None

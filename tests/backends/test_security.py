@@ -31,8 +31,9 @@ import pytest
 import nbdiff as nd
 from nbdiff.backends import cache
 from nbdiff.backends.cpu import inject_fault, plan_units
-from nbdiff.backends.worker import CompileJob, CompileWorker, compile_job, compile_worker
+from nbdiff.backends.worker import CompileJob, CompileWorker, compile_job, compile_worker, worker_path
 from nbdiff.function import UNCHECKED
+from tests.backends import test_worker as worker_tests
 from tests.backends.cpu_support import WAIT, call_both, chain, fresh_bits, reproducer_folder
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX owners, modes and os.fork")
@@ -324,18 +325,48 @@ def test_under_umask_000_numbas_cache_files_are_0600(cache_written_under_umask_0
 
 def test_the_worker_does_not_start_in_a_folder_others_may_write(tmp_path):
     """The worker's folder (its log, its working folder) is checked like every cache folder before it starts."""
-    from tests.backends.test_worker import Answers, module
-
     folder = tmp_path / "open"
     folder.mkdir()
     os.chmod(folder, 0o777)
-    job = module(cache.kernels_directory(tmp_path / "private"), "security_worker_open_folder")
-    worker = CompileWorker(folder=folder)
+    job = worker_tests.module(cache.kernels_directory(tmp_path / "private"), "security_worker_open_folder")
+    handle = CompileWorker(folder=folder)
     try:
-        answers = Answers()
-        worker.submit(job, answers.on_start, answers.on_done)
-        result = answers.wait()
+        result = worker_tests.submit(handle, job).wait()
     finally:
-        worker.close()
+        handle.close()
     assert not result.ok and "cannot be used" in result.error and str(folder) in result.error, result.error
-    assert not (folder / "worker.log").exists() and worker.pid() is None
+    assert not (folder / "worker.log").exists() and handle.pid() is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The compile worker
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def worker(tmp_path):
+    handle = CompileWorker(tmp_path / "worker")
+    yield handle
+    handle.close()
+
+
+def test_the_worker_imports_nothing_from_the_working_folder(tmp_path, worker, monkeypatch):
+    """A ``numba.py`` or ``llvmlite.py`` planted where the user started Python must not run in the worker."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    sentinel = tmp_path / "sentinel"
+    for name in ("numba", "llvmlite"):
+        (planted / f"{name}.py").write_text(f"open({str(sentinel)!r}, 'a').write({name!r})\n")
+    monkeypatch.chdir(planted)
+    assert str(planted) not in worker_path() and "" not in worker_path()
+    result = worker_tests.submit(worker, worker_tests.module(tmp_path, "worker_isolated")).wait()
+    assert not sentinel.exists(), f"the worker ran the planted {sentinel.read_text()}"
+    assert result.ok, result.error
+
+
+def test_a_symlink_planted_as_the_worker_log_is_refused_not_followed(tmp_path, worker):
+    target = tmp_path / "elsewhere.txt"
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "worker.log").symlink_to(target)
+    result = worker_tests.submit(worker, worker_tests.module(tmp_path, "worker_log_link")).wait()
+    assert not result.ok and "worker.log is a symbolic link" in result.error, result.error
+    assert not target.exists(), "the log followed the planted link"
+    assert worker.starts == 0

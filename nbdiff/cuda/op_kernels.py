@@ -335,7 +335,8 @@ def _movement(node: Apply) -> CudaOpKernel | None:
         others = [_stand_in(shape, dtype) for shape, dtype in zip(shapes[1:], dtypes[1:])]
         (where,) = op.perform(source, *others)  # raises the interpreter's shape errors
         where = np.asarray(where)
-        if where.flags.c_contiguous and np.array_equal(where.reshape(-1), np.arange(where.size)):
+        identity = where.size == source.size and where.flags.c_contiguous
+        if identity and np.array_equal(where.reshape(-1), np.arange(where.size)):
             return (arrays[0].reshape(where.shape) if where.shape != shapes[0] else arrays[0],)
         index = library.index_map(("move", op, shapes), lambda: where)
         return (library.gather(arrays[0], index, where.shape),)

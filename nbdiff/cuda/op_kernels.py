@@ -269,7 +269,9 @@ def sum_axes(library: Any, value: Any, axes: Sequence[int], out_dtype: str, out_
     cols = _size([shape[a] for a in axes])
     if not _trailing(axes, len(shape)):
         order = kept + axes
-        index = library.index_map(("sum", shape, order), lambda: np.arange(_size(shape)).reshape(shape).transpose(order))
+        index = library.index_map(
+            ("sum", shape, order), lambda: np.arange(_size(shape)).reshape(shape).transpose(order)
+        )
         value = library.gather(value, index, (rows * cols,))
     if rows == 0:
         return library.empty(out_shape, out_dtype)
@@ -300,7 +302,9 @@ def _sum_to_like(node: Apply) -> CudaOpKernel | None:
         g, like = arrays
         if tuple(g.shape) == tuple(like.shape):
             return (g,)
-        node.op.perform(_stand_in(tuple(g.shape), dtype), _stand_in(tuple(like.shape), like.dtype.name))  # its shape errors
+        node.op.perform(
+            _stand_in(tuple(g.shape), dtype), _stand_in(tuple(like.shape), like.dtype.name)
+        )  # its shape errors
         leading, kept = _reduced_axes(tuple(g.shape), tuple(like.shape))
         return (sum_axes(library, g, leading + kept, dtype, tuple(like.shape)),)
 

@@ -126,7 +126,10 @@ def row_source(kind: str, dtype: str) -> str:
         *_row_max_and_total(cast),
     ]
     if kind == "softmax":
-        lines += ["        for c in range(tid, cols, cuda.blockDim.x):", "            out[r, c] = math.exp(x[r, c] - top) / total"]
+        lines += [
+            "        for c in range(tid, cols, cuda.blockDim.x):",
+            "            out[r, c] = math.exp(x[r, c] - top) / total",
+        ]
     elif kind == "log_softmax":
         lines += [
             "        log_total = math.log(total)",

@@ -54,7 +54,10 @@ def agree(graph, arrays, library, **kwargs):
     expected = Plan(graph).run([np.asarray(a) for a in arrays])
     plan = DevicePlan(graph, library=library)
     got = plan.run(arrays, **kwargs)
-    scales = [max(float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0)), 1.0) if e.dtype.kind == "f" else None for e in expected]
+    scales = [
+        max(float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0)), 1.0) if e.dtype.kind == "f" else None
+        for e in expected
+    ]
     problem = outputs_disagreement(expected, got, scales)
     assert problem is None, problem
     return plan

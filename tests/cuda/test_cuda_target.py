@@ -75,7 +75,9 @@ def test_simulator_suite():
     """tests/cuda/sim_device_plan.py in its own process with NUMBA_ENABLE_CUDASIM=1 (numba reads it at import)."""
     if importlib.util.find_spec("numba_cuda") is None:
         pytest.skip("numba-cuda is not installed (pip install 'nbdiff[cuda]')")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "tests/cuda/sim_device_plan.py"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

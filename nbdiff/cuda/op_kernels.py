@@ -14,7 +14,11 @@ from its inputs as device arrays, or None to decline these inputs (the plan's ho
 - data movement (reshape, transpose, expand/squeeze, broadcasts, shape assertions): ``perform`` run once per
   input shape on an index array tells where each element comes from; a C-order identity is a free reshape,
   anything else one gather;
-- ``ReducedSize``: computed from the input's shape (no data moves).
+- ``ReducedSize``: computed from the input's shape (no data moves);
+- indexing: ``TakeAlongAxis`` / ``AddAlongAxis`` (indices of the array's shape but along the axis, or
+  ``axis=None``), ``x[idx]`` / its gradient ``IndexAdd`` for one integer array on the first axis (gather, and a
+  scatter with ``cuda.atomic.add`` so repeated indices accumulate), and basic indexing (slices, integers) as data
+  movement / a scatter to the positions it reads.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from nbdiff.cuda.launch import Launch, current_limits, launch_config, rows_confi
 from nbdiff.graph.basic import Apply
 from nbdiff.graph.types import is_float
 from nbdiff.ops.broadcast import AssertShapeLike, BroadcastLike, SumToLike, _reduced_axes
+from nbdiff.ops.indexing import ARRAY, AddAlongAxis, Index, IndexAdd, TakeAlongAxis
 from nbdiff.ops.linalg import MatMul, MatrixTranspose
 from nbdiff.ops.nnet import LogSoftmax, LogSoftmaxTake, LogSoftmaxTakeGrad, LogSumExp, Softmax
 from nbdiff.ops.reduce import ReducedSize, Sum
@@ -96,6 +101,11 @@ def _float_kernel_dtype(node: Apply) -> str | None:
     """The input's dtype when it is a float the outputs keep, else None (integer inputs: the interpreter)."""
     dtype = node.inputs[0].dtype
     return dtype if is_float(dtype) and all(out.dtype == dtype for out in node.outputs) else None
+
+
+def flat(array: Any) -> Any:
+    """A C-contiguous (device) array as 1-D (a view)."""
+    return array if array.ndim == 1 else array.reshape(_size(array.shape))
 
 
 def _stand_in(shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -358,6 +368,133 @@ def _reduced_size(node: Apply) -> CudaOpKernel | None:
         return (library.constant(("reduced_size", op, tuple(value.shape)), np.asarray(result)),)
 
     return CudaOpKernel("reduced_size", run)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Indexing: gathers and scatter-adds along one axis
+# ---------------------------------------------------------------------------------------------------------------
+def _take_signatures(label: str, dtype: str) -> tuple[tuple[str, str, str], ...]:
+    vector = _array_type(dtype, 1)
+    signature = f"(int64, int64, int64, int64, {vector}, int64[::1], {vector}, int32[::1])"
+    return ((label, "take", signature), (label, "scatter_add", signature))
+
+
+def _along_view(shape: tuple[int, ...], index_shape: tuple[int, ...], axis: int | None) -> tuple[int, ...] | None:
+    """``(outer, n, m, inner)`` viewing an array of ``shape`` and indices of ``index_shape`` along ``axis`` (None:
+    the flattened array), or None when the indices do not have the array's shape off the axis (broadcasting)."""
+    if axis is None:
+        return 1, _size(shape), _size(index_shape), 1
+    if len(index_shape) != len(shape) or any(a != b for d, (a, b) in enumerate(zip(shape, index_shape)) if d != axis):
+        return None
+    return _size(shape[:axis]), shape[axis], index_shape[axis], _size(shape[axis + 1 :])
+
+
+def _first_axis_array(node: Apply) -> bool:
+    """Whether an ``Index``/``IndexAdd`` node indexes with exactly one integer array on the first axis."""
+    arrays = node.inputs[2:] if isinstance(node.op, IndexAdd) else node.inputs[1:]
+    return tuple(node.op.items) == (ARRAY,) and len(arrays) == 1 and arrays[0].dtype not in ("bool",)
+
+
+def _gathered(library: Any, label: str, dtype: str, node: Apply, view: tuple[int, ...], x: Any, idx: Any, shape):
+    """``take`` over ``view`` (``(outer, n, m, inner)``) into a new array of ``shape``."""
+    outer, n, m, inner = view
+    out = library.empty(outer * m * inner, dtype)
+    if out.size:
+        module = library.template(label, take_source_of(dtype))
+        library.launch(
+            module.take, launch_config(out.size), outer, n, m, inner, flat(x), flat(idx), out, library.error_flag(node)
+        )
+    return out.reshape(shape)
+
+
+def _scattered(library: Any, label: str, dtype: str, node: Apply, view: tuple[int, ...], g: Any, idx: Any, shape):
+    """``scatter_add`` of ``g`` over ``view`` into zeros of ``shape``."""
+    outer, n, m, inner = view
+    out = library.full(_size(shape), dtype, 0)
+    if outer * m * inner:
+        module = library.template(label, take_source_of(dtype))
+        library.launch(
+            module.scatter_add,
+            launch_config(outer * m * inner),
+            outer,
+            n,
+            m,
+            inner,
+            flat(g),
+            flat(idx),
+            out,
+            library.error_flag(node),
+        )
+    return out.reshape(shape)
+
+
+def take_source_of(dtype: str) -> str:
+    """The gather/scatter module text of ``dtype`` (``templates.take_source``)."""
+    return templates.take_source(dtype)
+
+
+@register(TakeAlongAxis, AddAlongAxis)
+def _along_axis(node: Apply) -> CudaOpKernel | None:
+    op = node.op
+    dtype = node.outputs[0].dtype
+    scatter = isinstance(op, AddAlongAxis)
+    if not is_float(dtype) or node.inputs[-1].dtype == "bool":
+        return None
+    label = f"take_{dtype}"
+
+    def run(library: Any, arrays: Sequence[Any]) -> tuple | None:
+        if scatter:
+            x, g, idx = arrays
+            if tuple(g.shape) != tuple(idx.shape) or g.dtype.name != dtype:
+                return None
+        else:
+            x, idx = arrays
+        view = _along_view(tuple(x.shape), tuple(idx.shape), op.axis)
+        if view is None:
+            return None
+        if scatter:
+            return (_scattered(library, label, dtype, node, view, g, idx, tuple(x.shape)),)
+        return (_gathered(library, label, dtype, node, view, x, idx, tuple(idx.shape)),)
+
+    return CudaOpKernel(label, run, ((label, take_source_of(dtype)),), _take_signatures(label, dtype))
+
+
+@register(Index, IndexAdd)
+def _index(node: Apply) -> CudaOpKernel | None:
+    op = node.op
+    dtype = node.outputs[0].dtype
+    scatter = isinstance(op, IndexAdd)
+    basic = len(node.inputs) == (2 if scatter else 1)  # no array among the items: slices, integers, None, ...
+    if basic and not scatter:
+        return _movement(node)
+    if not is_float(dtype) or not (basic or _first_axis_array(node)):
+        return None
+    label = f"take_{dtype}"
+
+    def run(library: Any, arrays: Sequence[Any]) -> tuple | None:
+        x = arrays[0]
+        shape = tuple(x.shape)
+        if basic:  # the positions basic indexing reads, each once: scatter g there
+            g = arrays[1]
+            (where,) = Index(op.items).perform(np.arange(_size(shape), dtype=np.int64).reshape(shape))
+            if tuple(g.shape) != tuple(np.shape(where)) or g.dtype.name != dtype:
+                return None
+            positions = library.index_map(("index_add", op, shape), lambda: np.asarray(where))
+            view = (1, _size(shape), int(np.size(where)), 1)
+            return (_scattered(library, label, dtype, node, view, g, positions, shape),)
+        idx = arrays[-1]
+        if not shape:
+            return None
+        view = (1, shape[0], int(idx.size), _size(shape[1:]))
+        taken_shape = tuple(idx.shape) + shape[1:]
+        if scatter:
+            g = arrays[1]
+            if tuple(g.shape) != taken_shape or g.dtype.name != dtype:
+                return None
+            return (_scattered(library, label, dtype, node, view, g, idx, shape),)
+        return (_gathered(library, label, dtype, node, view, x, idx, taken_shape),)
+
+    return CudaOpKernel(label, run, ((label, take_source_of(dtype)),), _take_signatures(label, dtype))
 
 
 __all__ = ["CudaOpKernel", "cuda_op_kernel", "register", "registered_op_classes", "sum_axes", "matmul_tile", "Launch"]

@@ -212,3 +212,46 @@ def matmul(a, b, out):
                 out[row, col] = acc
 """
     return _module(f"Tiled matmul for {dtype}, {tile}x{tile} tiles.", body)
+
+
+def take_source(dtype: str) -> str:
+    """Gather and scatter-add along one axis of a C-contiguous array viewed as ``(outer, n, inner)``, with indices
+    viewed as ``(outer, m, inner)`` (``take_along_axis``), or of ``m`` elements with ``outer = 1`` (``x[idx]``: one
+    index per slice of the first axis):
+
+    - ``take(outer, n, m, inner, x, idx, out, error)``: ``out[o, j, i] = x[o, idx[o, j, i], i]``;
+    - ``scatter_add(outer, n, m, inner, g, idx, out, error)``: ``out[o, idx[o, j, i], i] += g[o, j, i]`` with
+      ``cuda.atomic.add`` (repeated indices accumulate; ``out`` zeroed by the caller).
+
+    Negative indices count from the end; an index out of bounds sets ``error[0] = 1`` and is skipped."""
+    cast = dtype_constructor(dtype)
+    body = f"""
+@cuda.jit(cache=True)
+def take(outer, n, m, inner, x, idx, out, error):
+    for flat in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+        o = flat // (m * inner)
+        i = flat - (flat // inner) * inner
+        k = idx[flat if idx.shape[0] == outer * m * inner else flat // inner]
+        if k < 0:
+            k += n
+        if k < 0 or k >= n:
+            error[0] = 1
+            out[flat] = {cast}(0)
+        else:
+            out[flat] = x[(o * n + k) * inner + i]
+
+
+@cuda.jit(cache=True)
+def scatter_add(outer, n, m, inner, g, idx, out, error):
+    for flat in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+        o = flat // (m * inner)
+        i = flat - (flat // inner) * inner
+        k = idx[flat if idx.shape[0] == outer * m * inner else flat // inner]
+        if k < 0:
+            k += n
+        if k < 0 or k >= n:
+            error[0] = 1
+        else:
+            cuda.atomic.add(out, (o * n + k) * inner + i, g[flat])
+"""
+    return _module(f"Gather and scatter-add along an axis for {dtype}.", body)

@@ -186,3 +186,17 @@ def test_op_without_kernel_runs_on_the_host(library):
     graph = nd.function([x], nd.max(nd.exp(x), axis=0), backend="numpy").graph
     plan = agree(graph, [np.random.default_rng(5).standard_normal((3, 4))], library)
     assert plan.stats.host_steps >= 1 and plan.stats.to_host >= 1
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gather_and_repeated_index_scatter_run_on_the_device(dtype, library):
+    """``x[idx]`` and ``take_along_axis`` and their gradients (atomic adds: repeated indices accumulate)."""
+    x = nd.matrix("x", dtype=dtype)
+    idx = nd.vector("idx", dtype="int64")
+    cols = nd.matrix("cols", dtype="int64")
+    y = nd.sum(nd.tanh(x[idx]) * 2.0) + nd.sum(nd.take_along_axis(x, cols, axis=1) ** 2)
+    graph = nd.function([x, idx, cols], [y, nd.grad(y, x)], backend="numpy").graph
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal((4, 3)).astype(dtype), np.array([0, 2, 2, -1, 0]), rng.integers(-3, 3, (4, 5))]
+    plan = agree(graph, arrays, library)
+    assert plan.stats.host_steps == 0, [n.op.describe() for n in graph.nodes]

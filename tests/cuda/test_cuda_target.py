@@ -187,3 +187,33 @@ def test_float32_literal_promotion_is_detected():
 
     ptx, _ = cuda.compile_ptx(typed, "(float32[::1], float32[::1])", cc=(7, 5))
     assert float64_promotions(ptx) == []
+
+
+def test_launch_config_covers_the_work_within_the_limits():
+    from nbdiff.cuda.launch import GridLimits, grid_limits, launch_config
+
+    assert launch_config(10).threads == 32 and launch_config(10).blocks == 1
+    big = launch_config(10**8)
+    assert big.threads == 256 and big.blocks * big.threads * 4 >= min(10**8, big.blocks * big.threads * 4)
+    with grid_limits(32, 2):
+        tiny = launch_config(10**6)
+        assert (tiny.blocks, tiny.threads) == (2, 32)
+    assert launch_config(10**6).threads == 256  # the limits end with the block
+    with pytest.raises(ValueError):
+        GridLimits(threads=48)
+
+
+def test_fused_module_text_is_typed_and_named_for_cuda():
+    """The CUDA module of a float32 kernel: the CPU's scalar body with typed literals (sigmoid's 1.0), a
+    cuda-tagged name, a block reduction for the trailing sum, and no float64 constructor anywhere."""
+    from nbdiff.cuda.source import cuda_module_source, kernel_signature, module_name
+    from nbdiff.ops.fused import FusedElemwise
+
+    x = nd.vector("x", dtype="float32")
+    graph = nd.function([x], nd.sum(nd.sigmoid(x) * 2.0), backend="numpy").graph
+    (op,) = [node.op for node in graph.nodes if isinstance(node.op, FusedElemwise)]
+    text = cuda_module_source(op)
+    assert module_name(op).endswith("_cuda_v1") and op.structural_hash() in module_name(op)
+    assert "@cuda.jit(cache=True)" in text and "cuda.atomic.add(sum0, 0, shared0[0])" in text
+    assert "np.float32(1.0)" in text and "float64" not in text.split('"""')[-1]
+    assert kernel_signature(op) == "(int64, float32[::1], float32[::1], float32[::1])"

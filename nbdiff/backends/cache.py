@@ -4,8 +4,9 @@ compiling; and reproducer folders for kernels that failed to compile or disagree
 A kernel module is a real file ``<cache>/kernels-py3XX/<name>.py`` whose ``kernel`` is ``numba.njit(cache=True)``,
 so Numba keeps its machine code in ``__pycache__`` beside it, keyed by the file's modification time: a module is
 never rewritten with the same text. The compile worker (``nbdiff.backends.worker``) compiles it and records the
-signatures it saved in ``<name>.compiled.json``; the main process then loads them from Numba's cache in
-milliseconds (``load_compiled``) instead of compiling, which would hold the GIL and stall the notebook.
+signatures it saved in ``<name>.compiled.json``; the main process then loads them from Numba's cache in milliseconds
+(``numba_loading.load_compiled``, the CPU target's) instead of compiling, which would hold the GIL and stall the
+notebook.
 
 Signature strings are Numba's (``"void(int64, float64[::1])"`` or ``"(int64, float64[::1])"``). Numba's cache
 is keyed here by the argument types only (the key a call compiles under); a return type, if given, is ignored.

@@ -1,13 +1,13 @@
 """The compile worker: one long-lived child process that compiles kernel modules into Numba's disk cache.
 
 Compiling in a thread of the notebook's process would hold the GIL for up to seconds (DESIGN section 5 measured
-stalls of 156 ms), so the main process only *loads* compiled kernels (milliseconds, ``numba_loading.load_compiled``) and
-this worker compiles them. The worker is started lazily by the first job, as a fresh interpreter in isolated mode
-(``python -I``: neither the working folder nor ``PYTHON*`` variables reach its ``sys.path``; nbdiff's package root
-and the main process's own import path, less its working folder, are passed explicitly), in a session of its own
-with SIGINT ignored (Ctrl-C and Jupyter's "interrupt kernel" signal the user's process group, not the compiler), its
-working folder the cache folder and its umask 077 (Numba's cache files are the user's alone). It compiles one job
-at a time and exits when its standard input closes, so it never outlives the process that started it.
+stalls of 156 ms), so the main process only *loads* compiled kernels (milliseconds, ``numba_loading.load_compiled``)
+and this worker compiles them. The worker is started lazily by the first job, as a fresh interpreter in isolated
+mode (``python -I``: neither the working folder nor ``PYTHON*`` variables reach its ``sys.path``; nbdiff's package
+root and the main process's own import path, less its working folder, are passed explicitly), in a session of its
+own with SIGINT ignored (Ctrl-C and Jupyter's "interrupt kernel" signal the user's process group, not the compiler),
+its working folder the cache folder and its umask 077 (Numba's cache files are the user's alone). It compiles one
+job at a time and exits when its standard input closes, so it never outlives the process that started it.
 
 The protocol is one JSON object per line. The worker says ``{"event": "ready"}`` once Numba is imported; the main
 process writes a job ``{"id", "path", "name", "function", "signatures"}``; the worker answers ``{"id", "event":

@@ -108,3 +108,52 @@ def test_auto_takes_the_first_target_that_can_run_here(echo, monkeypatch):
 def test_the_interpreter_and_auto_without_compiling_choose_no_target():
     assert targets.choose("numpy", True) is None and targets.choose("auto", False) is None
     assert {"auto", "numpy", "cpu", "cuda"} <= set(targets.names())
+
+
+class Recorder:
+    """A compilation that records the mismatches reported to it."""
+
+    def __init__(self):
+        self.reports: list[tuple[str, str]] = []
+
+    def report_mismatch(self, kernel: str, reason: str) -> None:
+        self.reports.append((kernel, reason))
+
+
+def status_of_tanh() -> tuple[CompileStatus, list[np.ndarray]]:
+    x = nd.vector("x")
+    f = nd.function([x], nd.tanh(x), backend="numpy")
+    return CompileStatus(f.compile_status.plan, "function t"), [np.linspace(-1.0, 1.0, 4)]
+
+
+@pytest.mark.parametrize("error", [0.0, 1.0])
+def test_ready_after_a_call_checks_the_runner_at_once_and_reports_a_mismatch_after_its_event(error):
+    status, arrays = status_of_tanh()
+    compilation = Recorder()
+    status.started(compilation)
+    status.progress(0, 1)
+    assert status.state == "compiling 0/1 kernels" and not status.is_final
+    results, backend = status.run((), arrays)  # kept: the runner is checked on these inputs once ready
+    assert backend == "numpy" and status.last_arrays is arrays
+    status.ready(EchoRunner(status.plan, error))
+    assert status.is_final and status.last_arrays is None
+    if error == 0.0:
+        assert status.wait(0) == "compiled" and status.run((), arrays)[1] == "echo"
+        assert compilation.reports == []
+        return
+    assert status.wait(0) == "fallback: kernel k0 disagrees with the interpreter"
+    assert compilation.reports == []  # reported after the event of the unit that finished compiling
+    status.emit(KernelEvent("function t", "k0", "ready"))
+    assert compilation.reports == [("k0", "kernel k0 disagrees with the interpreter")]
+    np.testing.assert_array_equal(status.run((), arrays)[0][0], results[0])
+
+
+def test_failed_and_nothing_to_compile_are_final():
+    status, arrays = status_of_tanh()
+    status.started(Recorder())
+    status.failed("kernel k0: compiling failed")
+    assert (status.wait(0), status.run((), arrays)[1]) == ("fallback: kernel k0: compiling failed", "numpy")
+    status, _ = status_of_tanh()
+    status.started(Recorder())
+    status.nothing_to_compile("nothing to compile")
+    assert status.wait(0) == "interpreting (nothing to compile)"

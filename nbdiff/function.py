@@ -1,36 +1,34 @@
 """``nd.function``: a callable over a graph that answers at once through the NumPy interpreter.
 
-With ``backend="auto"`` or ``"cpu"`` a background compilation (``nbdiff/backends/cpu.py``) starts at once; when
-its kernels are loaded it installs a compiled *candidate*, which is checked against the interpreter (every kernel,
-every variant of it) before it answers alone: at once on the last call's inputs when the function has been called
-(``_install``), else on the first call (``_first_compiled_call``). ``status`` says where this stands
-(``interpreting``, ``compiling i/n kernels``, ``compiled``, ``compiled (unchecked)`` until that first call,
-``fallback: <why>``), ``backend`` what answered the last call. The status ``wait`` returns is final, except
-``compiled (unchecked)``, which the first call turns into ``compiled`` or ``fallback: <why>``.
+With ``backend="auto"`` or a target's name, the target registry (``nbdiff/runtime/targets.py``) gives the compile
+target, which starts compiling in the background and reports to the function's public ``CompileStatus``
+(``nbdiff/runtime/compile_status.py``): progress, events, then a compiled *runner*, which is checked against the
+interpreter (every kernel, every variant of it) before it answers alone. ``status`` says where this stands
+(``interpreting``, ``compiling i/n kernels``, ``compiled``, ``compiled (unchecked)`` until the first call checks it,
+``fallback: <why>``), ``backend`` what answered the last call. This module names no target and imports none.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from nbdiff.config import options
-from nbdiff.errors import BackendError, InputError, NbdiffError, node_error
-from nbdiff.graph.basic import Variable, as_variable
+from nbdiff.errors import InputError, node_error
+from nbdiff.graph.basic import Variable, as_variable, packed_variables, unpacked_variables
 from nbdiff.graph.fgraph import Graph, check_function_inputs
 from nbdiff.graph.types import FLOAT_DTYPES, SUPPORTED_DTYPES, numpy_dtype
 from nbdiff.rewrite.fusion import kernels_of
 from nbdiff.rewrite.pipeline import run_pipeline, select_passes
-from nbdiff.runtime.events import EventLog, KernelEvent
+from nbdiff.runtime import targets
+from nbdiff.runtime.compile_status import UNCHECKED, CompileStatus
+from nbdiff.runtime.events import KernelEvent
 from nbdiff.runtime.interpreter import Plan
 
-_log = logging.getLogger("nbdiff.function")
-BACKENDS = ("auto", "numpy", "cpu", "cuda")
-UNCHECKED = "compiled (unchecked)"  # compiled before any call: the first call checks it against the interpreter
+__all__ = ["BACKENDS", "Function", "function", "convert_argument", "UNCHECKED"]
+BACKENDS = targets.names()  # the ``backend=`` values: "auto", "numpy", then the registered targets
 
 
 class Function:
@@ -45,13 +43,8 @@ class Function:
         rewrites: bool | Sequence[str] = True,
         fastmath: bool | None = None,
     ):
-        if backend not in BACKENDS:
-            raise BackendError(f"function: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "cuda":
-            raise BackendError(
-                "function: backend='cuda' needs nbdiff's CUDA backend, which this version does not include yet; "
-                "use backend='auto' or 'cpu' (compiled with Numba) or 'numpy' (the NumPy interpreter)"
-            )
+        current = options()
+        target = targets.choose(backend, current.compile)
         if isinstance(inputs, Variable):
             raise node_error(InputError, "function", "inputs must be a list of variables, e.g. nd.function([x], y)")
         self.inputs = check_function_inputs(list(inputs))
@@ -59,101 +52,32 @@ class Function:
         output_list = [outputs] if self._single else list(outputs)
         self.outputs = [as_variable(o) for o in output_list]
         self.name = name
+        self.rewrites = rewrites
+        self.fastmath = fastmath
         self.graph_as_written = Graph(self.inputs, self.outputs)
         self.graph, self.history = run_pipeline(self.graph_as_written, select_passes(rewrites))
         self.kernels = kernels_of(self.graph)
-        self._plan = Plan(self.graph, check_types=options().debug)
         self.requested_backend = backend
-        self.status = "interpreting"
         self.backend = "numpy"
-        self._event_log = EventLog()  # compile events from the backend (nbdiff/runtime/events.py)
-        self._runner: Any = self._plan  # what answers calls: the interpreter's plan, or a checked compiled runner
-        self._candidate: Any = None  # a compiled runner waiting for its agreement check
-        self._fast: Callable[[tuple], Any] | None = None  # a runner's path for raw arguments (scalar entry points)
-        self._final = threading.Event()  # set when the status is final (compiled, fallback, or nothing to do)
-        self._status_lock = threading.Lock()
-        self._status_watchers: list[Callable[[str], None]] = []
-        self._last_arrays: list[np.ndarray] | None = None  # the last call's inputs until compiled: checked on them
-        self._deferred_report: tuple[str, str] | None = None  # a mismatch found on install, reported after its event
-        self._compilation = None
-        current = options()
-        if backend == "cpu" or (backend == "auto" and current.compile):
-            from nbdiff.backends import cpu
-
-            self._compilation = cpu.start(self, backend, current.fastmath if fastmath is None else fastmath)
-        if self._compilation is None:
-            self._final.set()
+        self.compile_status = CompileStatus(Plan(self.graph, check_types=current.debug), self._label())
+        compilation = None
+        if target is not None:
+            chosen_fastmath = current.fastmath if fastmath is None else fastmath
+            compilation = target.start(self.graph, self.kernels, self.compile_status, chosen_fastmath)
+        self.compile_status.started(compilation)
 
     # -- calling -------------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fast = self._fast
+        status = self.compile_status
+        fast = status.fast
         if fast is not None and not kwargs:
             results = fast(args)
             if results is not None:
-                self.backend = "cpu"
+                self.backend = status.runner.backend  # type: ignore[union-attr]
                 return results[0] if self._single else results
         arrays = self._arguments(args, kwargs)
-        if self._candidate is not None:
-            results = self._first_compiled_call(arrays)
-        else:
-            if not self._final.is_set():
-                self._last_arrays = arrays  # by reference: the compiled runner is checked on them once installed
-            runner = self._runner
-            results = runner.run(arrays)
-            self.backend = getattr(runner, "backend", "numpy")
-            if runner is not self._plan and hasattr(runner, "learn"):
-                runner.learn(args, arrays)
-                self._fast = runner.fast
+        results, self.backend = status.run(args, arrays)
         return results[0] if self._single else results
-
-    def _first_compiled_call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Run the compiled candidate checked against the interpreter (``_decide``); the interpreter's results
-        where it disagrees."""
-        candidate = self._candidate
-        if candidate is None:  # another thread decided meanwhile
-            runner = self._runner
-            self.backend = getattr(runner, "backend", "numpy")
-            return runner.run(arrays)
-        results = self._decide(candidate, arrays)
-        if results is None:
-            self.backend = "numpy"
-            return self._plan.run(arrays)
-        self.backend = getattr(self._runner, "backend", "numpy")
-        return results
-
-    def _decide(self, candidate: Any, arrays: list[np.ndarray], installing: bool = False) -> list[np.ndarray] | None:
-        """Check ``candidate`` against the interpreter on ``arrays``: from now on it answers alone if they agree
-        (status "compiled"); otherwise the interpreter keeps answering and ``status`` says why. Returns the agreeing
-        results, None where they disagree. A user's mistake in ``arrays`` raises and decides nothing. While
-        ``installing``, the failed kernel's event waits for the event of the unit that finished the compilation
-        (``_emit``): a kernel's "failed" must follow its "ready"."""
-        try:
-            results, problem = candidate.checked_run(self._plan, arrays)
-        except NbdiffError:
-            raise  # the user's input is wrong (the interpreter says so): the check waits for the next call
-        except Exception as exc:
-            results, problem = [], f"the compiled function raised {type(exc).__name__}: {exc}"
-        with self._status_lock:
-            if self._candidate is not candidate:  # another thread decided first
-                return results or None
-            self._candidate = None
-            self._last_arrays = None
-            if problem is not None:
-                self.status = f"fallback: {problem}"
-            else:
-                self._runner = candidate
-                self._fast = getattr(candidate, "fast", None)
-                self.status = "compiled"
-        self._status_changed()
-        if problem is None:
-            return results
-        mismatched = getattr(candidate, "mismatched", None)
-        if mismatched is not None and self._compilation is not None:
-            if installing:
-                self._deferred_report = (mismatched, problem)
-            else:
-                self._compilation.report_mismatch(mismatched, problem)  # the status panel shows the failed kernel
-        return None
 
     def _arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:
         values = list(args)
@@ -183,45 +107,26 @@ class Function:
     def _label(self) -> str:
         return f"function {self.name}" if self.name else "function"
 
-    # -- status --------------------------------------------------------------------------------------------------
+    # -- status (read from the public ``compile_status``) ---------------------------------------------------------
+    @property
+    def status(self) -> str:
+        """Where compilation stands: "interpreting", "compiling i/n kernels", "compiled", "compiled (unchecked)",
+        "fallback: <why>"."""
+        return self.compile_status.state
+
     @property
     def events(self) -> list[KernelEvent]:
         """The compile events so far (queued, compiling, cached, ready, failed per kernel), oldest first."""
-        return self._event_log.events
+        return self.compile_status.events
 
     def subscribe(self, callback: Callable[[KernelEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` on each later compile event (maybe from a worker thread); returns unsubscribe."""
-        return self._event_log.subscribe(callback)
-
-    def _emit(self, event: KernelEvent) -> None:
-        """Record a compile event and notify subscribers; backends call this (after updating ``status``). A
-        mismatch the check found as the compiled runner was installed is reported after it (``_decide``)."""
-        self._event_log.emit(event)
-        report, self._deferred_report = self._deferred_report, None
-        if report is not None and self._compilation is not None:
-            self._compilation.report_mismatch(*report)
+        return self.compile_status.subscribe(callback)
 
     def subscribe_status(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(status)`` when the agreement check decides the status ("compiled (unchecked)" becoming
         "compiled" or "fallback: ..." on the first call), which no compile event announces; returns unsubscribe."""
-        with self._status_lock:
-            self._status_watchers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._status_lock:
-                if callback in self._status_watchers:
-                    self._status_watchers.remove(callback)
-
-        return unsubscribe
-
-    def _status_changed(self) -> None:
-        with self._status_lock:
-            watchers, status = list(self._status_watchers), self.status
-        for callback in watchers:
-            try:
-                callback(status)
-            except Exception:  # a broken watcher must not break the user's call
-                _log.exception("nbdiff: a status watcher raised")
+        return self.compile_status.subscribe_status(callback)
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until compilation has finished (or failed), or ``timeout`` seconds; return the status then.
@@ -229,49 +134,15 @@ class Function:
         A compiled function has been checked against the interpreter on the last call's inputs when it was called
         while compiling: "compiled" or "fallback: <why>" is then final. Before any call it is "compiled
         (unchecked)", which the first call turns into "compiled" or "fallback: <why>"."""
-        self._final.wait(timeout)
-        return self.status
+        return self.compile_status.wait(timeout)
 
-    # -- what the background compilation reports ------------------------------------------------------------------
-    def _set_compiling(self, done: int, total: int) -> None:
-        """Compilation progress, until the status says how it ended (the check on install may decide it before
-        ``wait`` returns, and a kernel it finds wrong is then reported as a finished one)."""
-        with self._status_lock:
-            if not self._final.is_set() and self.status.startswith(("interpreting", "compiling")):
-                self.status = f"compiling {done}/{total} kernels"
-
-    def _install(self, runner: Any) -> None:
-        """A compiled runner is ready. Called before, the function checks it at once on the last call's inputs
-        (in this background thread), so the status ``wait`` then returns is final; never called, or called only
-        with inputs the interpreter refused, it is "compiled (unchecked)" until the first call checks it."""
-        arrays, self._last_arrays = self._last_arrays, None
-        with self._status_lock:
-            self._candidate = runner
-        if arrays is not None:
-            try:
-                self._decide(runner, arrays, installing=True)
-            except NbdiffError:  # the interpreter refused those inputs: the first good call checks it
-                pass
-        with self._status_lock:
-            if self._candidate is runner:
-                self.status = UNCHECKED
-        self._final.set()
-        self._last_arrays = None  # a call racing with the lines above may have kept its inputs
-
-    def _fall_back(self, reason: str) -> None:
-        """Compilation failed: the interpreter keeps answering, and ``status`` says why."""
-        with self._status_lock:
-            self._candidate = None
-            self._last_arrays = None
-            self.status = f"fallback: {reason}"
-        self._final.set()
-
-    def _compiled_nothing(self, reason: str) -> None:
-        """Nothing to compile: the interpreter is the final answer."""
-        with self._status_lock:
-            self._last_arrays = None
-            self.status = f"interpreting ({reason})"
-        self._final.set()
+    # -- pickling ------------------------------------------------------------------------------------------------
+    def __reduce__(self) -> tuple:
+        """Pickled as what built it (the graph as written and the options): unpickling builds the function again,
+        which starts compiling again or finds its kernels in the disk cache; no thread, lock or runner travels."""
+        records, references = packed_variables(self.outputs)
+        options_ = (self.requested_backend, self.name, self.rewrites, self.fastmath)
+        return (_unpickled, (self.inputs, records, references, self._single, *options_))
 
     def __repr__(self) -> str:
         ins = ", ".join(v.label() for v in self.inputs)
@@ -393,3 +264,15 @@ def function(
     the default is ``nd.options().fastmath`` (False).
     """
     return Function(inputs, outputs, backend=backend, name=name, rewrites=rewrites, fastmath=fastmath)
+
+
+def _unpickled(
+    inputs: Sequence[Variable],
+    records: Sequence[tuple],
+    references: Sequence[Any],
+    single: bool,
+    *options_: Any,
+) -> Function:
+    """A pickled function built again (``Function.__reduce__``): its outputs rebuilt, then ``function`` as usual."""
+    outputs = unpacked_variables(records, references)
+    return function(inputs, outputs[0] if single else outputs, *options_)

@@ -1,9 +1,15 @@
-"""Compiled backends for fused kernels.
+"""Compile targets and what they share.
 
+- ``compilation``: target-neutral. The compile stages every target runs (plan units, write modules into the cache,
+  load or send to the worker, events, the runner handed to ``CompileStatus``), ``CompiledPlan`` and its agreement
+  check per kernel and variant, with reproducers.
 - ``codegen``: target-neutral. From a ``FusedElemwise`` op to the scalar body of its loop (one typed assignment
   per member), and the run-time layout a flat-loop kernel needs (``supports``, ``kernel_layout``).
-- ``cpu_source``: the Numba CPU module text around that body, and ``run_compiled``, which calls a compiled module
-  with the interpreter's dtypes and shapes.
+- ``cache`` (module files, markers, reproducers), ``worker`` (the compile process), ``agreement`` (tolerances).
+- The CPU target: ``cpu`` (``CpuTarget``, its runners), ``cpu_source`` (the Numba CPU module text around the
+  scalar body), ``entry_source`` (a whole function of scalars), ``cpu_ops`` (kernels of ops that are not
+  elementwise, per op class), ``numba_loading`` (loading from Numba's cache).
 
-Nothing here imports Numba: only the generated modules do, so ``import nbdiff`` stays light.
+Nothing here imports Numba at import time: only the generated modules and the worker do, so ``import nbdiff``
+stays light. ``nbdiff.runtime.targets`` maps target names to these classes and imports them on demand.
 """

@@ -4,8 +4,9 @@ compiling; and reproducer folders for kernels that failed to compile or disagree
 A kernel module is a real file ``<cache>/kernels-py3XX/<name>.py`` whose ``kernel`` is ``numba.njit(cache=True)``,
 so Numba keeps its machine code in ``__pycache__`` beside it, keyed by the file's modification time: a module is
 never rewritten with the same text. The compile worker (``nbdiff.backends.worker``) compiles it and records the
-signatures it saved in ``<name>.compiled.json``; the main process then loads them from Numba's cache in
-milliseconds (``load_compiled``) instead of compiling, which would hold the GIL and stall the notebook.
+signatures it saved in ``<name>.compiled.json``; the main process then loads them from Numba's cache in milliseconds
+(``numba_loading.load_compiled``, the CPU target's) instead of compiling, which would hold the GIL and stall the
+notebook.
 
 Signature strings are Numba's (``"void(int64, float64[::1])"`` or ``"(int64, float64[::1])"``). Numba's cache
 is keyed here by the argument types only (the key a call compiles under); a return type, if given, is ignored.
@@ -14,7 +15,6 @@ is keyed here by the argument types only (the key a call compiles under); a retu
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib.util
 import json
 import logging
@@ -244,7 +244,7 @@ def import_module_from(path: Path, name: str) -> ModuleType:
     be handed a module that the first one has registered but not yet finished executing (it has no ``kernel``
     until its ``import numba`` returns)."""
     path = _checked_module_file(Path(path))
-    stamp = _stamp(path)
+    stamp = module_stamp(path)
     with _import_lock:
         existing = sys.modules.get(name)
         if existing is not None and getattr(existing, "__nbdiff_origin__", None) == (str(path), stamp):
@@ -291,7 +291,7 @@ def _check_numba_cache_folders(module: ModuleType) -> None:
             _check_private_folder(Path(folder))
 
 
-def _stamp(path: Path) -> list[int]:
+def module_stamp(path: Path) -> list[int]:
     """The file's modification time (ns) and size: what Numba's cache checks, and what markers record."""
     status = os.lstat(path)
     return [status.st_mtime_ns, status.st_size]
@@ -311,7 +311,7 @@ def compiled_signatures(path: Path) -> set[str]:
     written for an earlier version of the file counts for nothing)."""
     try:
         record = json.loads(_read_text(marker_path(path)))
-        if record.get("module") != _stamp(Path(path)):
+        if record.get("module") != module_stamp(Path(path)):
             return set()
         return set(record.get("signatures", ()))
     except (OSError, ValueError, AttributeError, TypeError):
@@ -329,127 +329,8 @@ def mark_compiled(path: Path, signatures: Sequence[str]) -> None:
     Two processes marking the same module at once may lose one's entries: the cost is a recompile that is a cache
     hit, never a wrong answer."""
     merged = compiled_signatures(path) | set(signatures)
-    record = {"module": _stamp(Path(path)), "signatures": sorted(merged)}
+    record = {"module": module_stamp(Path(path)), "signatures": sorted(merged)}
     _write_atomically(marker_path(path), json.dumps(record, indent=1) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Loading compiled kernels (main process)
-# ---------------------------------------------------------------------------------------------------------------
-def cache_key(signature: str) -> tuple:
-    """The argument types of a Numba signature string, as the tuple Numba's disk cache is keyed by (the key a call
-    compiles under; the worker compiles with it too)."""
-    from numba.core import sigutils
-
-    args, _ = sigutils.normalize_signature(signature)
-    return tuple(args)
-
-
-def load_compiled(path: Path, name: str, signatures: Sequence[str], function: str = "kernel") -> Any:
-    """The dispatcher ``function`` of the module at ``path`` with every signature loaded from Numba's disk cache,
-    never compiled (compiling here would hold the GIL); calls with other types then raise ``TypeError``.
-
-    Raises ``CacheMiss`` when a signature is not in the cache (compile it in the worker first), also when a cache
-    file is damaged or another kernel's: that module's entries are then quarantined (``quarantine``) and the miss
-    names the file, so the caller compiles it again. This is the one place that uses Numba's private API: what
-    ``Dispatcher.compile`` does on a cache hit (numba 0.59-0.68)."""
-    if not signatures:
-        raise ValueError(f"load_compiled({name}): no signatures to load")
-    from numba.core.compiler_lock import global_compiler_lock
-
-    dispatcher = getattr(import_module_from(path, name), function)
-    try:
-        cache, context, overloads = dispatcher._cache, dispatcher.targetctx, dispatcher.overloads
-    except AttributeError as error:
-        raise CacheMiss(f"{name}.{function}: this Numba has no dispatcher cache to load from ({error})") from None
-    with global_compiler_lock:
-        for signature in signatures:
-            key = cache_key(signature)
-            if key in overloads:
-                continue
-            result = _load_entry(Path(path), name, function, signature, cache, context)
-            try:
-                if not result.objectmode:
-                    context.insert_user_function(result.entry_point, result.fndesc, [result.library])
-                dispatcher.add_overload(result)
-            except AttributeError as error:
-                detail = f"this Numba's cache results are not as expected ({error})"
-                raise CacheMiss(f"{name}.{function}: {detail}") from None
-    dispatcher.disable_compile()
-    return dispatcher
-
-
-def _load_entry(path: Path, name: str, function: str, signature: str, cache: Any, context: Any) -> Any:
-    """Numba's cache entry of ``signature``, checked to be this module's; ``CacheMiss`` where there is none, after
-    quarantining the module's entries where a file is damaged or the worker had recorded the entry compiled."""
-    key = cache_key(signature)
-    what = f"{name}.{function}{signature}"
-    try:
-        result = cache.load_overload(key, context)
-        if result is not None:
-            _check_entry(result, name, key)
-    except Exception as error:  # a damaged or foreign cache file is a miss, not a crash
-        damaged, where = _damaged_file(cache, key, context), quarantine(path, cache)
-        _log.warning("nbdiff: Numba's cache file %s is damaged (%s); %s", damaged, error, where)
-        detail = f"Numba's cache file {damaged} is damaged ({type(error).__name__}: {error}); {where}"
-        raise CacheMiss(f"{what}: {detail}") from error
-    if result is not None:
-        return result
-    if signature not in compiled_signatures(path):
-        raise CacheMiss(f"{what} is not in Numba's cache for {path}")
-    damaged, where = _damaged_file(cache, key, context), quarantine(path, cache)  # a worker might reuse it
-    _log.info("nbdiff: %s is missing from Numba's cache file %s; %s", what, damaged, where)
-    detail = "although the worker compiled it (another kernel's file, or another Numba's or machine's)"
-    raise CacheMiss(f"{what} is not in Numba's cache file {damaged} {detail}; {where}")
-
-
-class ForeignEntry(ValueError):
-    """A Numba cache entry that loads, but was compiled from another module or for other argument types."""
-
-
-def _check_entry(result: Any, name: str, key: tuple) -> None:
-    """Raise ``ForeignEntry`` unless the loaded ``result`` is the module ``name``'s code for the types ``key`` (a
-    data file copied from another kernel unpickles fine, and would compute that kernel's function)."""
-    module = getattr(getattr(result, "fndesc", None), "modname", name)
-    arguments = tuple(getattr(getattr(result, "signature", None), "args", key))
-    if module != name or arguments != key:
-        raise ForeignEntry(f"it holds {module}{arguments}, not {name}{key}")
-
-
-def _damaged_file(cache: Any, key: tuple, context: Any) -> Path | str:
-    """Which of Numba's cache files failed to load for ``key``: the index, or the data file it names."""
-    try:
-        files = cache._cache_file
-        try:
-            overloads = files._load_index()
-        except Exception:
-            return Path(files._index_path)
-        data = overloads.get(cache._index_key(key, context.codegen()))
-        return Path(files._data_path(data)) if data else Path(files._index_path)
-    except Exception:  # another Numba's layout: name the folder
-        return f"in {getattr(cache, 'cache_path', '?')}"
-
-
-def quarantine(path: Path, cache: Any) -> str:
-    """Move Numba's cache files of the module at ``path`` (its index and data files) into a new private folder in
-    ``<kernels>/quarantine/``, then delete its marker and bump its modification time, so that every process (the
-    compile worker included) imports it afresh and compiles it again; what was done, in words."""
-    try:
-        folder, base = Path(cache.cache_path), cache._impl.filename_base
-        files = [folder / f"{base}.nbi", *folder.glob(glob.escape(base) + ".*.nbc")]
-        target = Path(tempfile.mkdtemp(dir=private_folder(path.parent / "quarantine"), prefix=f"{path.stem}-"))
-        for file in files:
-            if os.path.lexists(file):
-                os.replace(file, target / file.name)
-        done = f"this module's cache files were moved to {target}; it will be compiled again"
-    except (AttributeError, OSError, BackendError) as error:
-        done = f"quarantining its cache files failed ({error}); it will be compiled again"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(marker_path(path))
-    with contextlib.suppress(OSError):
-        now = time.time_ns()
-        os.utime(path, ns=(now, max(now, _stamp(path)[0] + 1)))
-    return done
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from nbdiff.backends.codegen import (
     structure_problem,
     value_name,
 )
-from nbdiff.ops.compiled import OpKernel
+from nbdiff.backends.cpu_ops import OpKernel
 from nbdiff.ops.fused import FusedElemwise
 
 MODULE_IMPORTS = ("import math", "", "import numba", "import numpy as np")  # what every generated module imports
@@ -147,7 +147,7 @@ def _accumulator_dtype(dtype: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Compiled ops (``nbdiff.ops.compiled``)
+# Compiled ops (``nbdiff.backends.cpu_ops``)
 # ---------------------------------------------------------------------------------------------------------------
 def op_module_name(spec: OpKernel) -> str:
     """The module of an op's kernel: named by the op, a hash of its text and types, and the generator version."""

@@ -1,13 +1,13 @@
 """The compile worker: one long-lived child process that compiles kernel modules into Numba's disk cache.
 
 Compiling in a thread of the notebook's process would hold the GIL for up to seconds (DESIGN section 5 measured
-stalls of 156 ms), so the main process only *loads* compiled kernels (milliseconds, ``cache.load_compiled``) and
-this worker compiles them. The worker is started lazily by the first job, as a fresh interpreter in isolated mode
-(``python -I``: neither the working folder nor ``PYTHON*`` variables reach its ``sys.path``; nbdiff's package root
-and the main process's own import path, less its working folder, are passed explicitly), in a session of its own
-with SIGINT ignored (Ctrl-C and Jupyter's "interrupt kernel" signal the user's process group, not the compiler), its
-working folder the cache folder and its umask 077 (Numba's cache files are the user's alone). It compiles one job
-at a time and exits when its standard input closes, so it never outlives the process that started it.
+stalls of 156 ms), so the main process only *loads* compiled kernels (milliseconds, ``numba_loading.load_compiled``)
+and this worker compiles them. The worker is started lazily by the first job, as a fresh interpreter in isolated
+mode (``python -I``: neither the working folder nor ``PYTHON*`` variables reach its ``sys.path``; nbdiff's package
+root and the main process's own import path, less its working folder, are passed explicitly), in a session of its
+own with SIGINT ignored (Ctrl-C and Jupyter's "interrupt kernel" signal the user's process group, not the compiler),
+its working folder the cache folder and its umask 077 (Numba's cache files are the user's alone). It compiles one
+job at a time and exits when its standard input closes, so it never outlives the process that started it.
 
 The protocol is one JSON object per line. The worker says ``{"event": "ready"}`` once Numba is imported; the main
 process writes a job ``{"id", "path", "name", "function", "signatures"}``; the worker answers ``{"id", "event":
@@ -40,7 +40,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import IO, Any, Callable
 
-from nbdiff.backends import cache
+from nbdiff.backends import cache, numba_loading
 from nbdiff.config import options
 
 WORKER_NICENESS = 10  # how much lower the worker's scheduling priority is than the notebook's
@@ -478,7 +478,7 @@ def compile_job(job: CompileJob) -> CompileResult:
                 raise
             # Numba met a damaged cache file of this module before compiling: set its files aside, compile afresh
             dispatcher = getattr(cache.import_module_from(Path(job.path), job.name), job.function)
-            done = cache.quarantine(Path(job.path), dispatcher._cache)
+            done = numba_loading.quarantine(Path(job.path), dispatcher._cache)
             print(f"nbdiff worker: {job.name}: Numba's cache failed to load ({exc!r}); {done}", file=sys.stderr)
             _compile_signatures(job)
         cache.mark_compiled(Path(job.path), job.signatures)
@@ -492,7 +492,7 @@ def _compile_signatures(job: CompileJob) -> None:
     """Compile (or load from Numba's cache) every signature of ``job``'s function, as imported now."""
     dispatcher = getattr(cache.import_module_from(Path(job.path), job.name), job.function)
     for signature in job.signatures:
-        dispatcher.compile(cache.cache_key(signature))
+        dispatcher.compile(numba_loading.cache_key(signature))
 
 
 def _damaged_cache_entry(error: Exception) -> bool:

@@ -73,6 +73,15 @@ class Variable:
     def __repr__(self) -> str:
         return f"{self.label()}: {self.type}"
 
+    def __reduce__(self) -> tuple:
+        """Pickled as a root (type, name, origins; one object per pickle, by pickle's memo) or as the output of
+        the nodes computing it, listed flat (no recursion, whatever the depth): unpickling rebuilds them through
+        hash-consing (``rebuilt_output``)."""
+        if self.owner is None:
+            return (rebuilt_root, (self.type, self.name, tuple(self._provenance.origins)))
+        records, (position,) = flat_records([self.owner])
+        return (rebuilt_output, (records, position, self.index))
+
     # -- misuse ------------------------------------------------------------------------------------------------
     def __bool__(self) -> bool:
         raise node_error(
@@ -223,6 +232,12 @@ class Constant(Variable):
     def __repr__(self) -> str:
         return f"Constant({self.label()}, {self.type})"
 
+    def __reduce__(self) -> tuple:
+        """Pickled by value: a small unnamed constant is hash-consed again on unpickling (``constant``)."""
+        if self.name is None and self.data.size <= _SMALL_CONSTANT:
+            return (constant, (np.array(self.data),))
+        return (Constant, (np.array(self.data), self.name))
+
 
 class Apply:
     """An application of an ``Op`` to input variables, producing output variables. Immutable and hash-consed."""
@@ -243,6 +258,11 @@ class Apply:
     def __repr__(self) -> str:
         return f"Apply({self.op.name}, {[v.label() for v in self.inputs]})"
 
+    def __reduce__(self) -> tuple:
+        """Pickled as the flat list of the nodes it depends on (see ``Variable.__reduce__``)."""
+        records, (position,) = flat_records([self])
+        return (rebuilt_node, (records, position))
+
 
 _NODE_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _CONSTANT_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -250,15 +270,18 @@ _CACHE_LOCK = threading.Lock()
 _SMALL_CONSTANT = 4096  # constants up to this many elements are hash-consed by value
 
 
-def apply(op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType]) -> Apply:
+def apply(
+    op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType], origins: Sequence[Origin] | None = None
+) -> Apply:
     """Return the node for ``op(*inputs)``, reusing the existing one if this op was applied to these inputs before.
 
     The cache key uses the inputs' identities; the node holds its inputs, so an id cannot be reused while the
     node is alive. A reused node records the new construction site in its provenance. Nodes whose inputs are all
-    constants are not shared (see below).
+    constants are not shared (see below). ``origins`` (unpickling) stand for the construction site: a new node
+    takes them, an existing one adds them.
     """
     inputs = tuple(inputs)
-    inherited = inherited_origins()
+    inherited = tuple(origins) if origins is not None else inherited_origins()
     if all(isinstance(v, Constant) for v in inputs):
         # A node of constants only would be shared by every graph in the process, its provenance naming whichever
         # line built it first; each construction gets its own node instead (the fold pass turns them into constants).
@@ -267,13 +290,93 @@ def apply(op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType]
     with _CACHE_LOCK:
         node = _NODE_CACHE.get(key)
         if node is not None:
-            if inherited is None:  # a rewrite that lands on an existing node leaves its history alone
+            if origins is not None:
+                for origin in origins:
+                    node.provenance.add(origin)
+            elif inherited is None:  # a rewrite that lands on an existing node leaves its history alone
                 node.provenance.add(current_origin())
             return node
         origins = list(inherited) if inherited is not None else [current_origin()]
         node = Apply(op, inputs, output_types, origins)
         _NODE_CACHE[key] = node
     return node
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pickling: nodes as flat records, rebuilt through hash-consing
+# ---------------------------------------------------------------------------------------------------------------
+NodeRecord = tuple  # (op, input references, output types, origins); a reference: a root variable or (node, output)
+
+
+def flat_records(nodes: Sequence[Apply]) -> tuple[list[NodeRecord], list[int]]:
+    """The nodes ``nodes`` depend on, inputs before users, as records referring to earlier records by position;
+    and the positions of ``nodes``. Iterative, so a graph of any depth pickles; a node shared by several of
+    ``nodes`` is one record (constant-only nodes, which hash-consing does not merge, stay shared)."""
+    order: list[Apply] = []
+    position: dict[int, int] = {}
+    stack: list[tuple[Apply, bool]] = [(node, False) for node in reversed(nodes)]
+    while stack:
+        current, expanded = stack.pop()
+        if id(current) in position:
+            continue
+        if expanded:
+            position[id(current)] = len(order)
+            order.append(current)
+            continue
+        stack.append((current, True))
+        stack += [(v.owner, False) for v in reversed(current.inputs) if v.owner is not None]
+    records = [
+        (
+            n.op,
+            tuple(v if v.owner is None else (position[id(v.owner)], v.index) for v in n.inputs),
+            tuple(v.type for v in n.outputs),
+            tuple(n.provenance.origins),
+        )
+        for n in order
+    ]
+    return records, [position[id(node)] for node in nodes]
+
+
+def rebuilt_nodes(records: Sequence[NodeRecord]) -> list[Apply]:
+    """Every node of ``records`` (``flat_records``) built again through ``apply``: equal to a live node of this
+    process when there is one (hash-consing), keeping the pickled origins."""
+    nodes: list[Apply] = []
+    for op, references, types, origins in records:
+        inputs = [r if isinstance(r, Variable) else nodes[r[0]].outputs[r[1]] for r in references]
+        nodes.append(apply(op, inputs, types, origins))
+    return nodes
+
+
+def rebuilt_node(records: Sequence[NodeRecord], position: int) -> Apply:
+    """The node at ``position`` of ``records``, rebuilt (``rebuilt_nodes``)."""
+    return rebuilt_nodes(records[: position + 1])[position]
+
+
+def rebuilt_output(records: Sequence[NodeRecord], position: int, index: int) -> Variable:
+    """Output ``index`` of the node at ``position`` (``rebuilt_node``)."""
+    return rebuilt_node(records, position).outputs[index]
+
+
+def packed_variables(variables: Sequence[Variable]) -> tuple[list[NodeRecord], list[Any]]:
+    """``variables`` for pickling together, sharing their nodes: the records and a reference per variable (the
+    variable itself for a root, ``(position, output)`` otherwise); ``unpacked_variables`` rebuilds them."""
+    owned = [v.owner for v in variables if v.owner is not None]
+    records, positions = flat_records(owned)
+    at = iter(positions)
+    return records, [v if v.owner is None else (next(at), v.index) for v in variables]
+
+
+def unpacked_variables(records: Sequence[NodeRecord], references: Sequence[Any]) -> list[Variable]:
+    """The variables ``packed_variables`` described, rebuilt."""
+    nodes = rebuilt_nodes(records)
+    return [r if isinstance(r, Variable) else nodes[r[0]].outputs[r[1]] for r in references]
+
+
+def rebuilt_root(type: TensorType, name: str | None, origins: Sequence[Origin]) -> Variable:
+    """A root variable (a function input) with its pickled origins."""
+    variable = Variable(type, None, 0, name)
+    variable._provenance = Provenance(list(origins))
+    return variable
 
 
 def constant(value: Any, dtype: object = None, name: str | None = None) -> Constant:

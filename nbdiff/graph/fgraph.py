@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from nbdiff.errors import GraphError, MissingInputError, node_error
-from nbdiff.graph.basic import Apply, Constant, Variable
+from nbdiff.graph.basic import Apply, Constant, Variable, packed_variables, unpacked_variables
 from nbdiff.graph.traversal import paused_gc, roots_of, toposort
 
 
@@ -22,6 +22,10 @@ class Graph:
             self.nodes: list[Apply] = toposort(self.outputs, stop_at=self.inputs)
             self._roots = roots_of(self.nodes, self.outputs)
         self._check_inputs()
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its inputs and its outputs' nodes, shared; unpickling builds it again (hash-consing)."""
+        return (rebuilt_graph, (self.inputs, *packed_variables(self.outputs)))
 
     def _check_inputs(self) -> None:
         given = {id(v) for v in self.inputs}
@@ -58,6 +62,11 @@ def _depends(out: Variable, root: Variable, stop: Sequence[Variable]) -> bool:
     if out is root:
         return True
     return any(v is root for node in toposort([out], stop_at=stop) for v in node.inputs)
+
+
+def rebuilt_graph(inputs: Sequence[Variable], records: Sequence[tuple], references: Sequence[object]) -> Graph:
+    """A pickled graph, rebuilt (``Graph.__reduce__``)."""
+    return Graph(inputs, unpacked_variables(records, references))
 
 
 def check_function_inputs(inputs: Sequence[object]) -> list[Variable]:

@@ -22,7 +22,6 @@ from nbdiff.graph.dims import broadcast_dims
 from nbdiff.graph.types import TensorType, broadcast_array_shapes, broadcast_shapes, is_float, normalize_axes
 from nbdiff.ops import elemwise as ew
 from nbdiff.ops.broadcast import sum_to_like
-from nbdiff.ops.compiled import Arguments, OpKernel, one_per_row, rows_of
 from nbdiff.ops.indexing import TakeAlongAxis, _along_axis_shape, add_at, along_axis_index
 from nbdiff.ops.reduce import Sum, check_keepdims, reduced_shape, restore_axes
 
@@ -182,14 +181,6 @@ class LogSoftmaxTake(Op):
             picked = shifted[along_axis_index(x.shape, indices, self.axis)] - np.log(total)
         return np.asarray(picked), e / total
 
-    def op_kernel(self, node: Apply) -> OpKernel | None:
-        """One compiled loop over the slices along the last axis (see ``_LOG_SOFTMAX_TAKE``)."""
-        x = node.inputs[0]
-        if self.axis != x.ndim - 1 or not is_float(x.dtype) or node.inputs[1].dtype != "int64":
-            return None
-        types = (f"{x.dtype}[:, ::1]", "int64[::1]", f"{x.dtype}[::1]", f"{x.dtype}[:, ::1]")
-        return OpKernel(self.name, _LOG_SOFTMAX_TAKE, types, _log_softmax_take_arguments)
-
     def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
         """The indices' shape (after broadcasting with x's other axes), then ``x``'s."""
         x_dims, index_dims = input_dims
@@ -256,15 +247,6 @@ class LogSoftmaxTakeGrad(Op):
         add_at(result, where, g)
         return (result,)
 
-    def op_kernel(self, node: Apply) -> OpKernel | None:
-        """One compiled loop over the slices along the last axis (see ``_LOG_SOFTMAX_TAKE_GRAD``)."""
-        probabilities, indices, _ = node.inputs
-        if self.axis != probabilities.ndim - 1 or indices.dtype != "int64":
-            return None
-        dtype = probabilities.dtype
-        types = (f"{dtype}[:, ::1]", "int64[::1]", f"{dtype}[::1]", f"{dtype}[:, ::1]")
-        return OpKernel(self.name, _LOG_SOFTMAX_TAKE_GRAD, types, _log_softmax_take_grad_arguments)
-
     def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
         """The probabilities' shape."""
         return [input_dims[0]]
@@ -290,72 +272,6 @@ class LogSoftmaxTakeGrad(Op):
         if not terms:
             return [None]
         return [terms[0] if len(terms) == 1 else ew.add(terms[0], terms[1])]
-
-
-# Compiled kernels of the cross-entropy pair (``nbdiff.ops.compiled``): one pass per slice of the last axis, the
-# same arithmetic as ``perform`` (the slice maximum, or 0 where it is not finite, is subtracted first; a float32
-# slice's sum accumulates in float64, more accurately than NumPy's float32 sum).
-_LOG_SOFTMAX_TAKE = """\
-def kernel(x, indices, picked, probabilities):
-    rows, classes = x.shape
-    zero = np.zeros(1, x.dtype)[0]  # keeps float32 arithmetic float32
-    for r in range(rows):
-        top = x[r, 0]
-        for c in range(1, classes):
-            if x[r, c] > top or x[r, c] != x[r, c]:  # NaN wins, as in NumPy's maximum
-                top = x[r, c]
-        if not math.isfinite(top):
-            top = zero
-        total = 0.0
-        for c in range(classes):
-            e = math.exp(x[r, c] - top)
-            probabilities[r, c] = e
-            total += e
-        i = indices[r] + classes if indices[r] < 0 else indices[r]
-        if i < 0 or i >= classes:
-            raise IndexError("log_softmax_take: a class index is out of bounds")
-        picked[r] = (x[r, i] - top) - math.log(total)
-        for c in range(classes):
-            probabilities[r, c] = probabilities[r, c] / total
-"""
-
-_LOG_SOFTMAX_TAKE_GRAD = """\
-def kernel(probabilities, indices, g, out):
-    rows, classes = probabilities.shape
-    for r in range(rows):
-        scale = g[r]
-        for c in range(classes):
-            out[r, c] = probabilities[r, c] * -scale
-        i = indices[r] + classes if indices[r] < 0 else indices[r]
-        if i < 0 or i >= classes:
-            raise IndexError("log_softmax_take_grad: a class index is out of bounds")
-        out[r, i] += scale
-"""
-
-
-def _log_softmax_take_arguments(arrays: Sequence[np.ndarray]) -> Arguments | None:
-    x, indices = arrays
-    flat = one_per_row(indices, x)
-    if flat is None or x.size == 0:
-        return None
-    picked = np.empty(flat.shape, x.dtype)
-    probabilities = np.empty(x.shape, x.dtype)
-    rows = rows_of(x)
-    return [rows, flat, picked, probabilities.reshape(rows.shape)], lambda: (
-        picked.reshape(indices.shape),
-        probabilities,
-    )
-
-
-def _log_softmax_take_grad_arguments(arrays: Sequence[np.ndarray]) -> Arguments | None:
-    probabilities, indices, g = arrays
-    flat = one_per_row(indices, probabilities)
-    if flat is None or probabilities.size == 0:
-        return None
-    scales = np.array(np.broadcast_to(g, indices.shape), dtype=probabilities.dtype, order="C").reshape(-1)  # writeable
-    out = np.empty(probabilities.shape, probabilities.dtype)
-    rows = rows_of(probabilities)
-    return [rows, flat, scales, out.reshape(rows.shape)], lambda: (out,)
 
 
 def _without(shape: tuple, axis: int) -> tuple:

@@ -1,6 +1,6 @@
 """Compile events: what the background compiler reports about each kernel, and the per-kernel states they imply.
 
-A backend emits one ``KernelEvent`` per step of a kernel's life through ``Function._emit``; the compile-status
+A target emits one ``KernelEvent`` per step of a kernel's life through ``CompileStatus.emit``; the compile-status
 panel and any other subscriber (``f.subscribe(callback)``) receive them, possibly from a background thread.
 ``kernel_states(events)`` folds a recorded sequence into one ``KernelState`` per kernel: the panel's model, and
 what tests check. A kernel moves through these states (``seconds`` is the duration of the step an event ends)::
@@ -130,7 +130,7 @@ Listener = Callable[[KernelEvent], None]
 
 
 class EventLog:
-    """A thread-safe list of events with subscribers: what ``Function.events`` / ``subscribe`` / ``_emit`` use.
+    """A thread-safe list of events with subscribers: what ``CompileStatus.events`` / ``subscribe`` / ``emit`` use.
 
     ``emit`` appends under a lock and then calls each subscriber outside it (in the emitting thread), so a callback
     may read the log or unsubscribe. A subscriber that raises is logged and does not stop the others.

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.backends import cache
+from nbdiff.backends import cache, numba_loading
 from nbdiff.backends.cpu import plan_units
 from nbdiff.backends.worker import CompileJob, CompileResult, CompileWorker
 from nbdiff.function import UNCHECKED
@@ -93,11 +93,11 @@ def test_a_damaged_cache_file_is_quarantined_named_and_compiled_again(tmp_path, 
     path = cache.write_module(directory, name, MODULE)
     other = cache.write_module(directory, other_name, OTHER)
     assert compile_in(worker, path, name).ok and compile_in(worker, other, other_name).ok
-    cache.load_compiled(other, other_name, (SIGNATURE,))  # the other kernel is loaded here too
+    numba_loading.load_compiled(other, other_name, (SIGNATURE,))  # the other kernel is loaded here too
     damaged = damage(kind, path, other)
 
     with pytest.raises(cache.CacheMiss) as caught:
-        cache.load_compiled(path, name, (SIGNATURE,))
+        numba_loading.load_compiled(path, name, (SIGNATURE,))
     message = str(caught.value)
     assert f"Numba's cache file {damaged} " in message, message
     assert "it will be compiled again" in message, message
@@ -107,7 +107,7 @@ def test_a_damaged_cache_file_is_quarantined_named_and_compiled_again(tmp_path, 
 
     # The same worker, which holds the module from its first compile, compiles and saves it again.
     assert compile_in(worker, path, name).ok
-    kernel = cache.load_compiled(path, name, (SIGNATURE,))
+    kernel = numba_loading.load_compiled(path, name, (SIGNATURE,))
     out = np.empty(4)
     kernel(4, 0.5, out)
     np.testing.assert_array_equal(out, [0.0, 0.5, 1.0, 1.5])
@@ -285,7 +285,7 @@ def test_a_damaged_cache_file_without_a_marker_is_quarantined_by_the_worker_that
     (moved,) = (directory / "quarantine").iterdir()
     assert damaged.name in os.listdir(moved), os.listdir(moved)
     assert name in (tmp_path / "worker.log").read_text(), "the worker's log names the module it quarantined"
-    kernel = cache.load_compiled(path, name, (SIGNATURE,))
+    kernel = numba_loading.load_compiled(path, name, (SIGNATURE,))
     out = np.empty(4)
     kernel(4, 0.5, out)
     np.testing.assert_array_equal(out, [0.0, 0.5, 1.0, 1.5])

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.backends import cache, cpu
+from nbdiff.backends import cache, compilation, cpu
 from nbdiff.backends.cpu import plan_units
 from nbdiff.errors import BackendError, InputError, ShapeError
 from nbdiff.function import UNCHECKED
@@ -538,7 +538,7 @@ def test_the_collector_is_paused_while_loading_and_numba_frozen_out_once(monkeyp
 
     import numba  # noqa: F401  (freezing waits for Numba to be imported)
 
-    pause = cpu._CollectorPause()
+    pause = compilation.CollectorPause()
     frozen: list[int] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
     assert gc.isenabled()
@@ -561,7 +561,7 @@ def test_the_collector_is_paused_while_loading_and_numba_frozen_out_once(monkeyp
 def test_the_collector_stays_off_when_the_user_had_turned_it_off():
     import gc
 
-    pause = cpu._CollectorPause()
+    pause = compilation.CollectorPause()
     gc.disable()
     try:
         with pause(freeze=True, loading=True):
@@ -575,5 +575,5 @@ def test_the_freeze_gc_option_reaches_the_compilation():
     x = nd.vector("x")
     with nd.option_context(freeze_gc=False):
         f = nd.function([x], nd.exp(x) * 2.0, backend="cpu")
-    assert f._compilation.freeze_gc is False
+    assert f.compile_status.compilation.freeze_gc is False
     f.wait(WAIT)

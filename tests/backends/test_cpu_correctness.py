@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.backends import cpu
+from nbdiff.backends import compilation, cpu
 from nbdiff.backends.agreement import disagreement, least_precision
 from nbdiff.backends.cpu import inject_fault, plan_units
 from nbdiff.errors import DomainError, InputError
@@ -97,7 +97,7 @@ def test_the_scalar_entry_point_raises_the_interpreters_error_for_a_negative_int
     for args in [(2, 3), (2, 3), (np.int64(3), np.int64(2))]:
         call_both(f, reference, args, f"f{args}")
         assert (f.status, f.backend) == ("compiled", "cpu")
-    assert f._fast is not None, "Python ints should have taught the entry point its fast path"
+    assert f.compile_status.fast is not None, "Python ints should have taught the entry point its fast path"
     for bad in [(2, -1), (0, -1), (np.int64(2), np.int64(-1)), (np.array(5), np.array(-7))]:
         assert_same_error(f, reference, *bad)
     call_both(f, reference, (-3, 3), "after the errors")
@@ -216,9 +216,9 @@ def test_the_last_inputs_are_not_kept_once_compiled():
     f = nd.function([x], nd.sum(nd.sin(x) * nd.cos(x)), backend="cpu")
     f(np.arange(3.0))
     assert f.wait(WAIT) == "compiled"
-    assert f._last_arrays is None
+    assert f.compile_status.last_arrays is None
     f(np.arange(3.0))
-    assert f._last_arrays is None
+    assert f.compile_status.last_arrays is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_lossy_conversions_are_refused_on_the_scalar_entry_points_fast_path():
     for args in [(np.float32(1.5), 2), (np.float32(1.5), 2), (1.5, 2), (np.float32(0.5), np.int64(3))]:
         call_both(f, reference, args, f"f{args}")
         assert (f.status, f.backend) == ("compiled", "cpu")
-    assert f._fast is not None
+    assert f.compile_status.fast is not None
     for bad, value in [((1e300, 2), "1e+300"), ((np.float32(1.0), 2**63), "9223372036854775808")]:
         error = raised(f, *bad)
         assert isinstance(error, InputError) and "without losing information" in str(error)
@@ -274,7 +274,7 @@ def test_the_switch_interval_is_restored_when_two_loads_overlap():
     inside: dict[str, float] = {}
 
     def a() -> None:
-        with cpu._gentle_switching():
+        with compilation.gentle_switching():
             inside["a"] = sys.getswitchinterval()
             steps["a in"].set()
             steps["b in"].wait(WAIT)
@@ -282,7 +282,7 @@ def test_the_switch_interval_is_restored_when_two_loads_overlap():
 
     def b() -> None:
         steps["a in"].wait(WAIT)
-        with cpu._gentle_switching():
+        with compilation.gentle_switching():
             inside["b"] = sys.getswitchinterval()
             steps["b in"].set()
             steps["a out"].wait(WAIT)
@@ -295,7 +295,7 @@ def test_the_switch_interval_is_restored_when_two_loads_overlap():
             thread.start()
         for thread in threads:
             thread.join(WAIT)
-        loading = cpu.LOAD_SWITCH_INTERVAL
+        loading = compilation.LOAD_SWITCH_INTERVAL
         assert inside == pytest.approx({"a": loading, "b": loading, "b after a": loading})
         assert sys.getswitchinterval() == pytest.approx(0.005)
     finally:

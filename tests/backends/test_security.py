@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.backends import cache
+from nbdiff.backends import cache, numba_loading
 from nbdiff.backends.cpu import inject_fault, plan_units
 from nbdiff.backends.worker import CompileJob, CompileWorker, compile_job, compile_worker, worker_path
 from nbdiff.function import UNCHECKED
@@ -159,7 +159,7 @@ def assert_refused(bits: int, root: Path, refused: Path, sentinels: Path, proble
     module = unit.modules[0]
     path = root / KERNELS / f"{module.name}.py"
     with pytest.raises(cache.CacheRefused, match="refuses"):
-        cache.load_compiled(path, module.name, module.signatures)
+        numba_loading.load_compiled(path, module.name, module.signatures)
     result = compile_job(CompileJob(str(path), module.name, module.function, module.signatures))  # the worker's
     assert not result.ok and "refuses" in result.error, result
     assert sorted(os.listdir(sentinels)) == [], "planted code ran"

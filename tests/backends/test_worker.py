@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbdiff.backends import cache
+from nbdiff.backends import cache, numba_loading
 from nbdiff.backends.worker import CompileJob, CompileResult, CompileWorker, compile_worker, serve
 
 TIMEOUT = 120.0
@@ -113,7 +113,7 @@ def test_a_job_is_compiled_in_the_child_and_loaded_here_without_compiling(tmp_pa
     assert result.ok and result.error == "" and result.seconds > 0
     assert worker.starts == 1 and worker.pid() is not None
     assert cache.is_compiled(Path(job.path), [SIGNATURE])
-    kernel = cache.load_compiled(Path(job.path), job.name, job.signatures)
+    kernel = numba_loading.load_compiled(Path(job.path), job.name, job.signatures)
     out = np.empty(4)
     kernel(4, 0.5, out)
     np.testing.assert_array_equal(out, [0.0, 0.5, 1.0, 1.5])
@@ -124,7 +124,7 @@ def test_a_job_is_compiled_in_the_child_and_loaded_here_without_compiling(tmp_pa
 def test_a_module_not_compiled_is_a_cache_miss(tmp_path):
     job = module(tmp_path, "worker_never_compiled")
     with pytest.raises(cache.CacheMiss, match="not in Numba's cache"):
-        cache.load_compiled(Path(job.path), job.name, job.signatures)
+        numba_loading.load_compiled(Path(job.path), job.name, job.signatures)
 
 
 def test_threads_importing_one_module_at_once_all_get_it_complete(tmp_path):

@@ -28,7 +28,7 @@ def run(case, arrays, static=None, check_types=True):
     variables = variables_for(case, arrays, static)
     out = case.build(*variables)
     f = nd.function(variables, out)
-    f._plan = Plan(f.graph, check_types=check_types)  # the verifier: every result matches its static type
+    f.compile_status.plan = Plan(f.graph, check_types=check_types)  # the verifier: every result matches its static type
     return out, f(*arrays)
 
 

@@ -58,8 +58,10 @@ class FakeBackend:
 
     def step(self, kernel: str, state: str, status: str, seconds: float | None = None, reason: str = "") -> None:
         self.clock += 0.5
-        self.function.status = status
-        self.function._emit(KernelEvent(self.function._label(), kernel, state, seconds, reason, time=self.clock))
+        self.function.compile_status.state = status
+        self.function.compile_status.emit(
+            KernelEvent(self.function.compile_status.label, kernel, state, seconds, reason, time=self.clock)
+        )
 
 
 # -- the event model -------------------------------------------------------------------------------------------
@@ -154,12 +156,12 @@ def test_function_records_events_and_notifies_until_unsubscribed():
     received = []
     unsubscribe = f.subscribe(received.append)
     first = event("k0", "queued", 1.0)
-    f._emit(first)
+    f.compile_status.emit(first)
     assert f.events == [first] and received == [first]
     unsubscribe()
     unsubscribe()  # a second call is harmless
     second = event("k0", "compiling", 2.0)
-    f._emit(second)
+    f.compile_status.emit(second)
     assert f.events == [first, second]
     assert received == [first]
 
@@ -206,7 +208,7 @@ def test_fused_kernels_are_listed_as_interpreted_until_events_arrive():
         detail = f"fused, {len(kernel.members)} ops" + (f" ({gradient} gradient)" if gradient else "")
         assert row(panel.value, kernel.name) == [kernel.name, INTERPRETED, "", "", detail]
     first = f.kernels[0].name
-    f._emit(event(first, "compiling", 1.0))
+    f.compile_status.emit(event(first, "compiling", 1.0))
     assert row(panel.value, first)[:2] == [first, "compiling"]
     assert row(panel.value, first)[4].startswith("fused, ")
 
@@ -282,12 +284,12 @@ def test_panel_updates_from_worker_threads():
 
     def worker(kernel: str) -> None:
         start.wait()
-        f._emit(KernelEvent("function f", kernel, "queued"))
-        f._emit(KernelEvent("function f", kernel, "compiling"))
+        f.compile_status.emit(KernelEvent("function f", kernel, "queued"))
+        f.compile_status.emit(KernelEvent("function f", kernel, "compiling"))
         if kernel == "k3":
-            f._emit(KernelEvent("function f", kernel, "failed", reason="no loop for int8"))
+            f.compile_status.emit(KernelEvent("function f", kernel, "failed", reason="no loop for int8"))
         else:
-            f._emit(KernelEvent("function f", kernel, "ready", seconds=0.1))
+            f.compile_status.emit(KernelEvent("function f", kernel, "ready", seconds=0.1))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in kernels]
     for thread in threads:
@@ -307,7 +309,7 @@ def test_closed_panel_stops_listening():
     panel = nd.status_panel(f)
     panel.close()
     before = panel.value
-    f._emit(event("k0", "queued", 1.0))
+    f.compile_status.emit(event("k0", "queued", 1.0))
     assert panel.value == before
     assert "k0" not in panel.value
 
@@ -315,7 +317,7 @@ def test_closed_panel_stops_listening():
 def test_impossible_event_order_shows_in_the_panel_instead_of_raising():
     f = make_function()
     panel = nd.status_panel(f)
-    f._emit(event("k0", "ready", 1.0))
+    f.compile_status.emit(event("k0", "ready", 1.0))
     text = panel_text(panel.value)
     assert text.startswith("interpreting")
     assert "event error: kernel 'k0' of function f: 'ready' cannot follow 'no event'" in text

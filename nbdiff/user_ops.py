@@ -66,6 +66,8 @@ def _definition_error(op_name: str, detail: str, fn: Any = None, cls: type = OpD
 
 def _positional_arity(fn: Callable, op_name: str) -> int | None:
     """The number of positional parameters ``fn`` takes (None: any, with ``*args``)."""
+    if isinstance(fn, np.ufunc):
+        return fn.nin
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -259,6 +261,17 @@ class UserElemwise(Elemwise):
         return f"{self.symbol}(" + ", ".join(f"{{{i}}}" for i in range(self.arity)) + ")"
 
     # -- types and values ----------------------------------------------------------------------------------------
+    def __call__(self, *inputs: Any) -> Any:
+        """On graph variables (or arrays): a node. On Python or NumPy scalars only: the scalar function's value, so
+        one user function can call another in its Python body as in its compiled one."""
+        if inputs and all(isinstance(v, (int, float, np.integer, np.floating)) for v in inputs):
+            return self.scalar(*inputs)
+        return super().__call__(*inputs)
+
+    def scalar(self, *args: Any) -> Any:
+        """The scalar function itself on numbers."""
+        return self.fn(*args)
+
     def result_dtype(self, inputs: Sequence[Variable]) -> str:
         return _result_float_dtype([v.dtype for v in inputs])
 
@@ -304,7 +317,7 @@ class UserElemwise(Elemwise):
         arrays = np.broadcast_arrays(*(np.asarray(a, dtype="float64") for a in args))
         if len(arrays) != self.arity:
             raise _definition_error(self.name, f"check needs {self.arity} argument(s), got {len(arrays)}")
-        scalar = _numpy_semantics(self.fn)
+        scalar = _numpy_semantics(self.scalar)
         expected = np.array([scalar(*map(float, xs)) for xs in zip(*(a.ravel() for a in arrays))], dtype="float64")
         (actual,) = self.perform(*arrays)
         _compare(self.name, "the NumPy implementation against the scalar function", actual.ravel(), expected, rtol, atol)
@@ -569,6 +582,9 @@ def _foreign_signature(op_name: str, fn: Any, signature: str | None) -> tuple[st
     return result, args, address, symbol
 
 
+_DTYPE_CTYPES = {dtype: ctype for ctype, dtype in _CTYPES_DTYPES.items()}
+
+
 def _c_caller(fn: Any, arg_dtypes: Sequence[str]) -> Callable:
     """``fn`` called with Python numbers of its declared argument types (ctypes refuses NumPy's float32)."""
     converts = [float if is_float(dtype) else int for dtype in arg_dtypes]
@@ -605,6 +621,10 @@ class ForeignFunction(UserElemwise):
 
     def result_dtype(self, inputs: Sequence[Variable]) -> str:
         return self.result
+
+    def scalar(self, *args: Any) -> Any:
+        """The C function on numbers of its declared types."""
+        return _c_caller(self.fn, self.arg_dtypes)(*args)
 
     def perform(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         arrays = tuple(np.asarray(a, dtype=d) for a, d in zip(arrays, self.arg_dtypes))
@@ -643,6 +663,9 @@ def foreign(
         op_name = "".join(c if c.isalnum() else "_" for c in op_name)
     if not arg_dtypes:
         raise _definition_error(op_name, "a foreign function must take at least one argument")
+    # the interpreter calls the address through a ctypes prototype of the declared signature (whatever fn's own)
+    prototype = ctypes.CFUNCTYPE(_DTYPE_CTYPES[result], *(_DTYPE_CTYPES[d] for d in arg_dtypes))
+    caller = prototype(address)
     prepared = _prepare_derivatives(op_name, fn, len(arg_dtypes), derivatives)
     numba_signature = f"_nbdiff_types.{_NUMBA_TYPES[result]}(" + ", ".join(
         f"_nbdiff_types.{_NUMBA_TYPES[d]}" for d in arg_dtypes
@@ -654,7 +677,7 @@ def foreign(
         f"_nbdiff_SYMBOL = _nbdiff_types.ExternalFunction({symbol!r}, {numba_signature}))",
     ]
     key = _digest("\n".join(lines) + "".join(_callable_key(d) for d in prepared))
-    op = ForeignFunction(op_name, len(arg_dtypes), key, fn, None, prepared, (), result, tuple(arg_dtypes))
+    op = ForeignFunction(op_name, len(arg_dtypes), key, caller, None, prepared, (), result, tuple(arg_dtypes))
     object.__setattr__(op, "lines", tuple(line.replace("_nbdiff_SYMBOL", op.symbol) for line in lines))
     _validate_derivatives(op)
     return op

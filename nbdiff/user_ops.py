@@ -320,7 +320,9 @@ class UserElemwise(Elemwise):
         scalar = _numpy_semantics(self.scalar)
         expected = np.array([scalar(*map(float, xs)) for xs in zip(*(a.ravel() for a in arrays))], dtype="float64")
         (actual,) = self.perform(*arrays)
-        _compare(self.name, "the NumPy implementation against the scalar function", actual.ravel(), expected, rtol, atol)
+        _compare(
+            self.name, "the NumPy implementation against the scalar function", actual.ravel(), expected, rtol, atol
+        )
         if not self.derivatives:
             return
         from nbdiff.function import function
@@ -567,8 +569,9 @@ def _foreign_signature(op_name: str, fn: Any, signature: str | None) -> tuple[st
             result = _CFFI_DTYPES.get(ctype.result.cname)
             if result is None or None in names or ctype.ellipsis:
                 raise _definition_error(
-                    op_name, f"unsupported signature {ctype.cname}: arguments and result must be double, float, "
-                    "int32_t or int64_t"
+                    op_name,
+                    f"unsupported signature {ctype.cname}: arguments and result must be double, float, "
+                    "int32_t or int64_t",
                 )
             return result, tuple(names), address, symbol  # type: ignore[arg-type]
     else:
@@ -711,7 +714,9 @@ def _check_input_grads(op_name: str, fn: Callable, node: Apply, grads: Any, what
     """A user pullback's result: one entry per input, each None or of the input's rank (cast to its dtype)."""
     grads = _user_list(grads, len(node.inputs))
     if len(grads) != len(node.inputs):
-        raise _definition_error(op_name, f"the {what} returned {len(grads)} value(s) for {len(node.inputs)} input(s)", fn)
+        raise _definition_error(
+            op_name, f"the {what} returned {len(grads)} value(s) for {len(node.inputs)} input(s)", fn
+        )
     checked: list[Variable | None] = []
     for position, (var, grad) in enumerate(zip(node.inputs, grads)):
         if grad is None or not is_float(var.dtype):
@@ -831,7 +836,9 @@ class CustomOp(_UserOpBase):
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list:
         if self.pullback_fn is None:
-            raise node_error(GradientError, self.name, "no pullback= was given: it cannot be differentiated", node.inputs)
+            raise node_error(
+                GradientError, self.name, "no pullback= was given: it cannot be differentiated", node.inputs
+            )
         return self._user_pullback(self.pullback_fn, node, output_grads)
 
     def pushforward(self, node: Apply, tangents: Sequence[Variable | None]) -> list:  # type: ignore[override]
@@ -1008,4 +1015,13 @@ def op_from_graph(
     return GraphOp(name, next(_TOKENS), tuple(inner_inputs), tuple(inner_outputs), pullback, pushforward)
 
 
-__all__ = ["CustomOp", "ForeignFunction", "GraphOp", "UserElemwise", "custom_op", "elemwise", "foreign", "op_from_graph"]
+__all__ = [
+    "CustomOp",
+    "ForeignFunction",
+    "GraphOp",
+    "UserElemwise",
+    "custom_op",
+    "elemwise",
+    "foreign",
+    "op_from_graph",
+]

@@ -28,7 +28,9 @@ def softplus(x):
     return math.log1p(math.exp(x))
 
 
-@nd.elemwise(derivatives=[lambda x, a: SCALE * a * nd.cos(SCALE * a * x), lambda x, a: SCALE * x * nd.cos(SCALE * a * x)])
+@nd.elemwise(
+    derivatives=[lambda x, a: SCALE * a * nd.cos(SCALE * a * x), lambda x, a: SCALE * x * nd.cos(SCALE * a * x)]
+)
 def scaled_sin(x, a):
     """sin(SCALE * a * x): two inputs and a global number."""
     return math.sin(SCALE * a * x)
@@ -54,9 +56,7 @@ def c_function(name: str, nargs: int = 1):
 
 cbrt = nd.foreign(c_function("cbrt"), derivatives=[lambda x, y: 1.0 / (3.0 * y * y)])
 erf_c = nd.foreign(c_function("erf"), derivatives=[lambda x: 2.0 / math.sqrt(math.pi) * nd.exp(-x * x)])
-hypot = nd.foreign(
-    c_function("hypot", 2), derivatives=[lambda x, y, h: x / h, lambda x, y, h: y / h], name="hypot"
-)
+hypot = nd.foreign(c_function("hypot", 2), derivatives=[lambda x, y, h: x / h, lambda x, y, h: y / h], name="hypot")
 
 XS = np.linspace(-2.0, 2.5, 7)
 

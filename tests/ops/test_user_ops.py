@@ -6,8 +6,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,7 +138,7 @@ def test_elemwise_derivative_that_disagrees_fails_the_check():
         my_sin.check(XS)
 
 
-def test_interpreting_a_user_op_does_not_import_numba():
+def test_interpreting_a_user_op_does_not_import_numba(tmp_path):
     code = (
         "import math, sys, numpy as np, nbdiff as nd\n"
         "@nd.elemwise(derivatives=[lambda x: nd.cos(x)])\n"
@@ -145,10 +147,10 @@ def test_interpreting_a_user_op_does_not_import_numba():
         "print(nd.function([x], nd.grad(nd.sum(s(x)), x), backend='numpy')(np.ones(3)))\n"
         "assert 'numba' not in sys.modules\n"
     )
-    path = "/tmp/nbdiff_user_op_no_numba.py"
-    with open(path, "w") as handle:
-        handle.write(code)
-    result = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=60)
+    path = tmp_path / "user_op_no_numba.py"
+    path.write_text(code)
+    environment = {**os.environ, "PYTHONPATH": str(Path(nd.__file__).parents[1])}
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60, env=environment)
     assert result.returncode == 0, result.stderr
 
 

@@ -382,17 +382,18 @@ def _call_derivative(op_name: str, derivative: Callable, inputs: list[Variable],
     return value
 
 
-def _is_scalar_math(derivative: Callable, arity: int) -> bool:
-    """Whether a derivative is a scalar function (it refuses graph variables) rather than an nbdiff expression."""
+def _refusal(derivative: Callable, arity: int) -> TypeError | None:
+    """The ``TypeError`` a derivative raises on graph variables (a scalar function using ``math`` does), or None
+    when it builds a graph (an nbdiff expression)."""
     from nbdiff.variables import tensor
 
     try:
         derivative(*(tensor(None, 0, "float64") for _ in range(arity)))
-    except TypeError:
-        return True
+    except TypeError as exc:
+        return exc
     except Exception:
-        return False
-    return False
+        return None
+    return None
 
 
 def _prepare_derivatives(op_name: str, fn: Callable, arity: int, derivatives: Any) -> tuple:
@@ -421,8 +422,18 @@ def _prepare_derivatives(op_name: str, fn: Callable, arity: int, derivatives: An
                 f"(and optionally its output)",
                 derivative,
             )
-        if isinstance(derivative, pytypes.FunctionType) and _is_scalar_math(derivative, d_arity or arity):
-            derivative = elemwise(derivative, name=f"d{op_name}_{position}")
+        refusal = _refusal(derivative, d_arity or arity) if isinstance(derivative, pytypes.FunctionType) else None
+        if refusal is not None:  # a scalar function: made an elementwise op of its own
+            try:
+                derivative = elemwise(derivative, name=f"d{op_name}_{position}")
+            except OpDefinitionError as exc:
+                detail = str(exc).splitlines()[0]
+                raise _definition_error(
+                    op_name,
+                    f"derivative {position} refuses graph variables ({refusal}) and is no scalar function a kernel "
+                    f"can compile either ({detail})",
+                    derivative,
+                ) from None
         prepared.append(derivative)
     return tuple(prepared)
 

@@ -69,7 +69,7 @@ XS = np.linspace(-2.0, 2.5, 7)
 def test_elemwise_values_check_and_second_order_gradients():
     softplus.check(XS)
     scaled_sin.check(XS, XS[::-1])
-    nd.check_grads(lambda x: softplus(x) * nd.tanh(x), [XS], order=2)
+    nd.check_grads(lambda x: softplus(x) * nd.tanh(x), [XS], order=3)
     nd.check_grads(lambda x, a: scaled_sin(x, a) * x, [XS, XS[::-1] + 0.1], order=2)
     x = nd.vector("x")
     value = nd.function([x], softplus(x), backend="numpy")(XS)
@@ -252,6 +252,10 @@ def test_foreign_signature_given_as_text_and_through_cffi():
     op = nd.foreign(lib.tanh, derivatives=[lambda x, y: 1.0 - y * y], name="c_tanh")
     op.check(XS)
     nd.check_grads(lambda x: op(x), [XS], order=2)
+    ffi.cdef("char *strerror(int);")
+    with pytest.raises(OpDefinitionError, match="unsupported signature") as info:
+        nd.foreign(ffi.dlopen(None).strerror, name="c_strerror")
+    assert_names_op_and_line(info, "c_strerror")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,6 +304,18 @@ def test_pullback_of_the_wrong_shape_is_refused_when_differentiated():
     with pytest.raises(OpDefinitionError, match="bad_sin") as info:
         nd.grad(nd.sum(op(x)), x)
     assert THIS_FILE in str(info.value)
+
+
+def test_derivative_that_is_neither_an_expression_nor_a_scalar_function():
+    def f(x):
+        return x
+
+    def broken(x):
+        return nd.exp(x) + "one"
+
+    with pytest.raises(OpDefinitionError, match="derivative 0 refuses graph variables") as info:
+        nd.elemwise(f, derivatives=[broken])
+    assert_names_op_and_line(info, "f")
 
 
 def test_unreachable_global_and_lambda_are_refused():

@@ -14,6 +14,7 @@ from nbdiff.graph.printing import dprint
 from nbdiff.ops import *  # noqa: F401,F403
 from nbdiff.ops import __all__ as _ops_all
 from nbdiff.testing import check_grads
+from nbdiff.user_ops import custom_op, elemwise, foreign, op_from_graph
 from nbdiff.variables import matrix, scalar, tensor, vector
 
 __version__ = "0.1.0"
@@ -49,11 +50,15 @@ __all__ = [
     "Variable",
     "check_grads",
     "constant",
+    "custom_op",
     "dprint",
+    "elemwise",
+    "foreign",
     "function",
     "grad",
     "hessian",
     "jacobian",
+    "op_from_graph",
     "option_context",
     "options",
     "matrix",

@@ -62,6 +62,15 @@ class DomainError(NbdiffError, ValueError):
     shapes fit, the values do not. A ``ValueError``, as NumPy's own, so ``except ValueError`` keeps working."""
 
 
+class OpDefinitionError(NbdiffError, TypeError):
+    """A user-defined op that cannot be built (``nbdiff.user_ops``): a function of the wrong arity, a derivative of
+    the wrong shape or dtype, a name a compiled kernel cannot reach, a foreign function of an unsupported signature."""
+
+
+class OpCheckError(NbdiffError, AssertionError):
+    """A user-defined op's scalar function, vectorisation and derivatives disagree (``op.check``)."""
+
+
 class ExecutionError(NbdiffError, RuntimeError):
     """An op failed while running; the message names the op, its inputs and the user's line."""
 

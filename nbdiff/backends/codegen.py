@@ -86,6 +86,20 @@ def scalar_body(op: FusedElemwise) -> list[str]:
     return lines
 
 
+def module_definitions(ops: Sequence[FusedElemwise]) -> list[str]:
+    """The module-level lines the members of ``ops`` need (a user-defined op's ``numba.njit`` function, a foreign
+    function's binding: ``module_code()``), each block once, in first-use order. Emitted after the imports, so a
+    kernel module reaches every function its scalar body calls from its own text (the worker imports it from disk)."""
+    blocks: list[tuple[str, ...]] = []
+    for op in ops:
+        for member, _ in op.program:
+            code = getattr(member, "module_code", None)
+            block = tuple(code()) if code is not None else ()
+            if block and block not in blocks:
+                blocks.append(block)
+    return [line for block in blocks for line in (*block, "", "")]
+
+
 def domain_checks(op: FusedElemwise) -> list[str]:
     """The conditions, over the scalar body's names, under which a member's values are outside its domain (NumPy
     raises on them: ``Elemwise.domain_check``). A kernel tests them per element and raises ``DOMAIN_ERROR`` after

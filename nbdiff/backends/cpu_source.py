@@ -25,6 +25,7 @@ from nbdiff.backends.codegen import (
     domain_checks,
     dtype_constructor,
     kernel_layout,
+    module_definitions,
     output_dtypes,
     read_inputs,
     scalar_body,
@@ -104,6 +105,7 @@ def _header(op: FusedElemwise, parallel: bool, fastmath: bool) -> list[str]:
         "    return lambda a, i: a",
         "",
         "",
+        *module_definitions([op]),
     ]
 
 

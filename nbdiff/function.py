@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nbdiff.config import options
-from nbdiff.errors import InputError, node_error
+from nbdiff.errors import BackendError, InputError, node_error
 from nbdiff.graph.basic import Variable, as_variable, packed_variables, unpacked_variables
 from nbdiff.graph.fgraph import Graph, check_function_inputs
 from nbdiff.graph.types import FLOAT_DTYPES, SUPPORTED_DTYPES, numpy_dtype
@@ -42,9 +42,13 @@ class Function:
         name: str | None = None,
         rewrites: bool | Sequence[str] = True,
         fastmath: bool | None = None,
+        device_outputs: bool = False,
     ):
         current = options()
         target = targets.choose(backend, current.compile)
+        if device_outputs and target is None:
+            detail = f"device_outputs=True needs a target with device memory (backend='cuda'), got backend={backend!r}"
+            raise BackendError(f"function: {detail}")
         if isinstance(inputs, Variable):
             raise node_error(InputError, "function", "inputs must be a list of variables, e.g. nd.function([x], y)")
         self.inputs = check_function_inputs(list(inputs))
@@ -54,6 +58,7 @@ class Function:
         self.name = name
         self.rewrites = rewrites
         self.fastmath = fastmath
+        self.device_outputs = device_outputs
         self.graph_as_written = Graph(self.inputs, self.outputs)
         self.graph, self.history = run_pipeline(self.graph_as_written, select_passes(rewrites))
         self.kernels = kernels_of(self.graph)
@@ -63,7 +68,8 @@ class Function:
         compilation = None
         if target is not None:
             chosen_fastmath = current.fastmath if fastmath is None else fastmath
-            compilation = target.start(self.graph, self.kernels, self.compile_status, chosen_fastmath)
+            extra = {"device_outputs": True} if device_outputs else {}  # only targets with device memory take it
+            compilation = target.start(self.graph, self.kernels, self.compile_status, chosen_fastmath, **extra)
         self.compile_status.started(compilation)
 
     # -- calling -------------------------------------------------------------------------------------------------
@@ -99,8 +105,11 @@ class Function:
                 self._label(),
                 f"expected {len(self.inputs)} argument(s) ({expected}), got {sum(v is not _MISSING for v in values)}",
             )
+        adapter = self.compile_status.adapter  # a device target's: its arrays pass checked, not copied
         return [
-            convert_argument(var, value, position, self._label())
+            adapter.argument(var, value, position, self._label())
+            if adapter is not None and not isinstance(value, np.ndarray) and adapter.accepts(value)
+            else convert_argument(var, value, position, self._label())
             for position, (var, value) in enumerate(zip(self.inputs, values))
         ]
 
@@ -141,7 +150,7 @@ class Function:
         """Pickled as what built it (the graph as written and the options): unpickling builds the function again,
         which starts compiling again or finds its kernels in the disk cache; no thread, lock or runner travels."""
         records, references = packed_variables(self.outputs)
-        options_ = (self.requested_backend, self.name, self.rewrites, self.fastmath)
+        options_ = (self.requested_backend, self.name, self.rewrites, self.fastmath, self.device_outputs)
         return (_unpickled, (self.inputs, records, references, self._single, *options_))
 
     def __repr__(self) -> str:
@@ -253,17 +262,23 @@ def function(
     name: str | None = None,
     rewrites: bool | Sequence[str] = True,
     fastmath: bool | None = None,
+    device_outputs: bool = False,
 ) -> Function:
     """Build a callable for ``outputs`` (a variable, or a list giving a list) as functions of ``inputs``.
 
     Returns at once: the NumPy interpreter answers the first call. ``backend`` is "auto" (default: compile with
     Numba in the background where it is installed), "numpy" (the interpreter only), "cpu" (compile; an error
-    without Numba) or "cuda". ``rewrites`` is True (the default pipeline: merge, fold, stability, simplify,
+    without Numba) or "cuda" (numba-cuda kernels on a GPU; without one ``f.status`` says so and the interpreter
+    answers). ``rewrites`` is True (the default pipeline: merge, fold, stability, simplify,
     fusion), False (run the graph as written) or a list of pass names; ``f.history`` records what each pass did.
     ``fastmath=True`` compiles with LLVM's fast-math flags (not nnan/ninf: NaN and infinity keep their meaning);
-    the default is ``nd.options().fastmath`` (False).
+    the default is ``nd.options().fastmath`` (False). ``device_outputs=True`` (a device target: ``backend="cuda"``)
+    returns the outputs as device arrays whenever the device answered (``f.backend == "cuda"``); the interpreter's
+    answers (while compiling, after a fallback) stay host arrays. Device arrays are accepted as inputs either way.
     """
-    return Function(inputs, outputs, backend=backend, name=name, rewrites=rewrites, fastmath=fastmath)
+    return Function(
+        inputs, outputs, backend=backend, name=name, rewrites=rewrites, fastmath=fastmath, device_outputs=device_outputs
+    )
 
 
 def _unpickled(

@@ -18,7 +18,11 @@ What a target implements (``nbdiff/backends/cpu.py`` is one):
 - ``load(module) -> callable``: a module's compiled function from the disk cache, never compiling (``CacheMiss``
   when it is not there);
 - ``runner(units, plan, root) -> Runner``: what answers calls (a ``CompiledPlan`` of per-kernel runners, or a
-  whole-function one).
+  whole-function one);
+- optionally ``compiler`` (``"module:function"``): what the worker calls to compile a job of this target (the CUDA
+  target's; absent or "": Numba CPU dispatchers), and ``compiles_in_worker = False`` for a target whose "compiling"
+  is instant and must happen in the calling thread (the CUDA simulator): its modules are loaded here, and
+  ``Compilation(..., inline=True)`` runs the whole preparation in the caller's thread.
 """
 
 from __future__ import annotations
@@ -216,7 +220,9 @@ def _variant_problem(
 class Compilation:
     """Compiles one function's units for ``target`` in the background, reporting to its ``CompileStatus``."""
 
-    def __init__(self, target: Target, graph: Graph, kernels: Sequence[Kernel], status: CompileStatus):
+    def __init__(
+        self, target: Target, graph: Graph, kernels: Sequence[Kernel], status: CompileStatus, inline: bool = False
+    ):
         self.target = target
         self.graph, self.kernels = graph, list(kernels)
         self.status = status
@@ -227,7 +233,10 @@ class Compilation:
         self._lock = threading.Lock()
         self._finished = False
         status.started(self)  # before any report: a mismatch found later is reported back here
-        _preparer.call(self._prepare)  # one thread prepares every function in turn: no thread per function
+        if inline:  # the caller's thread does it all (a target whose kernels must load and launch there)
+            self._prepare()
+        else:
+            _preparer.call(self._prepare)  # one thread prepares every function in turn: no thread per function
 
     # -- stages ------------------------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -286,18 +295,33 @@ class Compilation:
         from nbdiff.backends.worker import CompileJob, compile_worker
 
         self._emit(unit, "queued")
+        if not getattr(self.target, "compiles_in_worker", True):
+            self._load_here(unit)
+            return
         unit.pending = len(unit.modules)
         worker = compile_worker()
+        compiler = getattr(self.target, "compiler", "")
         for module in unit.modules:
-            job = CompileJob(
-                str(module.path), module.name, module.function, module.signatures, f"{unit.name} of {self.status.label}"
-            )
+            label = f"{unit.name} of {self.status.label}"
+            job = CompileJob(str(module.path), module.name, module.function, module.signatures, label, compiler)
             worker.submit(
                 job,
                 on_start=lambda unit=unit: self._started(unit),
                 on_done=lambda result, unit=unit, module=module: self._compiled(unit, module, result),
                 timeout=self.timeout,
             )
+
+    def _load_here(self, unit: Unit) -> None:
+        """A unit of a target that compiles nothing ahead (the CUDA simulator): its modules loaded in this thread."""
+        self._emit(unit, "compiling")
+        start = perf_counter()
+        try:
+            for m in unit.modules:
+                m.dispatcher = self.target.load(m)
+        except Exception as exc:
+            self._unit_failed(unit, f"loading the kernel failed: {type(exc).__name__}: {exc}")
+            return
+        self._emit(unit, "ready", perf_counter() - start)
 
     def _started(self, unit: Unit) -> None:
         """The worker began one of the unit's modules (called on the worker's callback thread)."""

@@ -38,6 +38,7 @@ from nbdiff.backends.cpu_source import (
     shaped_outputs,
 )
 from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
+from nbdiff.errors import BackendError
 from nbdiff.ops.fused import FusedElemwise
 from nbdiff.runtime.events import ENTRY_POINT
 from nbdiff.runtime.interpreter import Plan
@@ -409,8 +410,17 @@ class CpuTarget:
         return None
 
     @classmethod
-    def start(cls, graph: Graph, kernels: Sequence[Kernel], status: CompileStatus, fastmath: bool) -> Compilation:
+    def start(
+        cls,
+        graph: Graph,
+        kernels: Sequence[Kernel],
+        status: CompileStatus,
+        fastmath: bool,
+        device_outputs: bool = False,
+    ) -> Compilation:
         """Begin compiling ``graph``'s kernels in the background, reporting to ``status``."""
+        if device_outputs:
+            raise BackendError("function: device_outputs=True needs a target with device memory (backend='cuda')")
         return Compilation(cls(fastmath, _fault), graph, kernels, status)
 
     def plan_units(self, graph: Graph, kernels: Sequence[Kernel]) -> list[Unit]:

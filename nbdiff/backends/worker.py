@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import importlib
 import json
 import os
 import queue
@@ -59,6 +60,7 @@ class CompileJob:
     function: str
     signatures: tuple[str, ...]
     label: str = ""
+    compiler: str = ""  # "module:function" compiling the job in the worker (a target's own); "": Numba on the CPU
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class _Entry:
 
 def _key(job: CompileJob) -> tuple:
     """What makes two jobs the same compile (the label is only for logs)."""
-    return (job.path, job.name, job.function, tuple(job.signatures))
+    return (job.path, job.name, job.function, tuple(job.signatures), job.compiler)
 
 
 class BackgroundThread:
@@ -489,7 +491,12 @@ def compile_job(job: CompileJob) -> CompileResult:
 
 
 def _compile_signatures(job: CompileJob) -> None:
-    """Compile (or load from Numba's cache) every signature of ``job``'s function, as imported now."""
+    """Compile (or load from Numba's cache) every signature of ``job``'s function, as imported now: by the target's
+    compiler when the job names one (``module:function``, called with the job), else as a Numba CPU dispatcher."""
+    if job.compiler:
+        module, _, attribute = job.compiler.partition(":")
+        getattr(importlib.import_module(module), attribute)(job)
+        return
     dispatcher = getattr(cache.import_module_from(Path(job.path), job.name), job.function)
     for signature in job.signatures:
         dispatcher.compile(numba_loading.cache_key(signature))

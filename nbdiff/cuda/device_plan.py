@@ -156,6 +156,18 @@ class DevicePlan:
         self.stats.to_device += len(results)
         return tuple(cuda.to_device(c_order(r)) for r in results)
 
+    # -- one step, for the agreement check ------------------------------------------------------------------------
+    def runs_on_device(self, node: Apply) -> bool:
+        """Whether ``node`` has a device runner (a fused or op kernel), i.e. is not a host ``perform`` step."""
+        return self._runner(node) is not None
+
+    def step_results(self, node: Apply, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``node`` run alone on the device on host ``arrays`` (uploaded), its outputs copied back: what the
+        agreement check compares with ``perform``. A kernel's error flag raised on these inputs is cleared."""
+        results = self._run_step(node, [cuda.to_device(c_order(a)) for a in arrays])
+        self.library.raised_errors()
+        return [np.asarray(r.copy_to_host()) for r in results]
+
     # -- runners -------------------------------------------------------------------------------------------------
     def _runner(self, node: Apply) -> Runner | None:
         """The device runner of ``node`` (built once), or None for the host fallback."""
@@ -179,13 +191,9 @@ class DevicePlan:
 
     def _fused_runner(self, op: FusedElemwise) -> Runner | None:
         """The runner of a fused kernel; None when no flat loop can run its structure."""
-        kernel_op = op
-        if structure_problem(op) is not None:
-            if any(r is not None and not isinstance(r, Sum) for r in op.reductions):
-                return None
-            kernel_op = without_reductions(op)
-            if structure_problem(kernel_op) is not None:
-                return None
+        kernel_op = device_kernel_op(op)
+        if kernel_op is None:
+            return None
         source = cuda_module_source(kernel_op)
         name = module_name(kernel_op)
         library = self.library
@@ -214,6 +222,17 @@ class DevicePlan:
             return tuple(results)
 
         return run
+
+
+def device_kernel_op(op: FusedElemwise) -> FusedElemwise | None:
+    """The fused kernel the device launches for ``op``: ``op`` itself, or without its trailing sums over some axes
+    (a device sum follows); None when no flat loop can run it."""
+    if structure_problem(op) is None:
+        return op
+    if any(r is not None and not isinstance(r, Sum) for r in op.reductions):
+        return None
+    kernel_op = without_reductions(op)
+    return kernel_op if structure_problem(kernel_op) is None else None
 
 
 def _read_argument(library: KernelLibrary, array: DeviceArray, loop: tuple[int, ...], scalar: bool, expand: bool):
@@ -247,4 +266,4 @@ def _step_error(node: Apply, args: Sequence[Any], exc: Exception) -> NbdiffError
     return node_error(cls, node.op.name, f"failed at run time: {exc}", values, node.provenance)
 
 
-__all__ = ["DevicePlan", "DeviceStats", "single_member_kernel"]
+__all__ = ["DevicePlan", "DeviceStats", "device_kernel_op", "single_member_kernel"]

@@ -68,6 +68,11 @@ class KernelLibrary:
             module = self._modules[name] = import_module_from(path, name)
         return module
 
+    def install(self, name: str, module: ModuleType) -> None:
+        """Use ``module`` (loaded by the CUDA target from numba-cuda's disk cache) wherever the module ``name`` is
+        asked for: a runner then launches what the compile worker compiled, not a fresh import compiling again."""
+        self._modules[name] = module
+
     def template(self, label: str, source: str) -> ModuleType:
         """The module of a template text (``nbdiff.cuda.templates``), named by ``label`` and its digest."""
         return self.module(op_module_name(label, source), source)

@@ -47,6 +47,21 @@ class Runner(Protocol):
         """After a normal call: may set ``fast`` for later calls with arguments like ``args``."""
 
 
+class ArgumentAdapter(Protocol):
+    """What a target with memory of its own (a device) offers for arguments that are not host arrays: its arrays are
+    let through checked but not copied, and copied to the host where the interpreter answers."""
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is one of the target's arrays (cheap: called on every argument that is not ndarray)."""
+
+    def argument(self, var: Any, value: Any, position: int, where: str) -> Any:
+        """``value`` checked against the input variable ``var`` (dtype, rank, shape: a typed nbdiff error naming
+        the argument otherwise), not copied."""
+
+    def to_host(self, value: Any) -> np.ndarray:
+        """A host copy of one of the target's arrays."""
+
+
 class Compilation(Protocol):
     """What a target's background compilation offers the status object."""
 
@@ -71,6 +86,7 @@ class CompileStatus:
         self._watchers: list[Callable[[str], None]] = []
         self._log = EventLog()
         self._deferred_report: tuple[str, str] | None = None  # a mismatch found on ``ready``, reported after its event
+        self.adapter: ArgumentAdapter | None = None  # set by a target whose own arrays calls may pass (a device's)
 
     # -- readers -------------------------------------------------------------------------------------------------
     @property
@@ -162,9 +178,10 @@ class CompileStatus:
         """The outputs for ``arrays`` (``args`` as passed) and the name of what computed them: the checked runner,
         the candidate checked now, or the interpreter."""
         if self.candidate is not None:
-            return self._first_compiled_call(arrays)
+            return self._first_compiled_call(self.host_arrays(arrays))
         runner = self.runner
         if runner is None:
+            arrays = self.host_arrays(arrays)
             if not self._final.is_set():
                 self.last_arrays = arrays  # by reference: the compiled runner is checked on them once ready
             return self.plan.run(arrays), "numpy"
@@ -172,6 +189,13 @@ class CompileStatus:
         runner.learn(args, arrays)
         self.fast = runner.fast
         return results, runner.backend
+
+    def host_arrays(self, arrays: list[Any]) -> list[np.ndarray]:
+        """``arrays`` with the target's own (device) arrays copied to the host, for the interpreter."""
+        adapter = self.adapter
+        if adapter is None:
+            return arrays
+        return [adapter.to_host(a) if not isinstance(a, np.ndarray) and adapter.accepts(a) else a for a in arrays]
 
     def _first_compiled_call(self, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
         """The candidate checked against the interpreter (``decide``); the interpreter's results where it

@@ -7,7 +7,11 @@
 - ``problem() -> str | None``: why it cannot run here (Numba missing, no GPU), None when it can; cheap, imports
   nothing heavy;
 - ``start(graph, kernels, status, fastmath) -> compilation``: begin compiling in the background, reporting to the
-  ``CompileStatus`` ``status``.
+  ``CompileStatus`` ``status``; ``start(..., device_outputs=True)`` is passed only when the user asked for device
+  arrays back (a target without device memory refuses it);
+- optionally ``reports_problem = True``: ``backend=<name>`` where it cannot run does not raise but starts it all the
+  same, and its ``start`` reports why as the function's fallback status (the interpreter answers): the CUDA target,
+  whose "no GPU here" is a fact of the machine, not a mistake in the call.
 
 "auto" takes the first registered target that can run here, in registration order, or none (the interpreter).
 """
@@ -19,8 +23,11 @@ from typing import Any
 
 from nbdiff.errors import BackendError
 
-_TARGETS: dict[str, str] = {"cpu": "nbdiff.backends.cpu:CpuTarget"}  # name -> "module:class", imported on demand
-_AUTO = ("cpu",)  # the targets "auto" tries, in order
+_TARGETS: dict[str, str] = {  # name -> "module:class", imported on demand
+    "cpu": "nbdiff.backends.cpu:CpuTarget",
+    "cuda": "nbdiff.cuda.target:CudaTarget",
+}
+_AUTO = ("cpu",)  # the targets "auto" tries, in order (not CUDA: see docs/architecture.md, "The CUDA target")
 INTERPRETER = "numpy"
 
 
@@ -35,7 +42,7 @@ def register(name: str, where: str, auto: bool = False) -> None:
 
 def names() -> tuple[str, ...]:
     """Every ``backend=`` value ``nd.function`` accepts."""
-    return ("auto", INTERPRETER, *_TARGETS, *(() if "cuda" in _TARGETS else ("cuda",)))
+    return ("auto", INTERPRETER, *_TARGETS)
 
 
 def target(name: str) -> Any:
@@ -60,7 +67,7 @@ def choose(backend: str, compile_by_default: bool) -> Any | None:
     if backend != "auto":
         chosen = target(backend)
         problem = chosen.problem()
-        if problem is not None:
+        if problem is not None and not getattr(chosen, "reports_problem", False):
             raise BackendError(
                 f"function: backend={backend!r} {problem}; backend='auto' or 'numpy' runs the NumPy interpreter"
             )

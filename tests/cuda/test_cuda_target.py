@@ -104,34 +104,19 @@ def _row_graphs():
 
 
 def _kernels(graph):
-    """``(label, module text, function, signature, float dtypes)`` of every CUDA kernel the graph's nodes use."""
-    from nbdiff.backends.codegen import structure_problem
+    """``(label, module text, function, signature, float dtypes)`` of every CUDA kernel the graph's nodes use: the
+    modules and eager signatures the CUDA target plans (``graph_units``: what the compile worker compiles), and the
+    data-movement helpers every runner may use."""
     from nbdiff.cuda import templates
-    from nbdiff.cuda.device_plan import single_member_kernel
-    from nbdiff.cuda.op_kernels import cuda_op_kernel
-    from nbdiff.cuda.source import cuda_module_source, kernel_signature, module_name, without_reductions
-    from nbdiff.ops.elemwise import Elemwise
-    from nbdiff.ops.fused import FusedElemwise
+    from nbdiff.cuda.target import graph_units
 
-    for node in graph.nodes:
-        op = node.op
+    for unit in graph_units(graph, []):
+        node = unit.node
         dtypes = {v.dtype for v in [*node.inputs, *node.outputs] if v.dtype.startswith("float")}
-        if isinstance(op, Elemwise):
-            op = single_member_kernel(node)
-        if isinstance(op, FusedElemwise):
-            if structure_problem(op) is not None:
-                op = without_reductions(op)
-                if structure_problem(op) is not None:
-                    continue
-            yield module_name(op), cuda_module_source(op), "kernel", kernel_signature(op), dtypes
-            continue
-        spec = cuda_op_kernel(node)
-        if spec is None:
-            continue
-        sources = dict(spec.modules)
-        for label, function, signature in spec.signatures:
-            yield label, sources[label], function, signature, dtypes
-        for dtype in dtypes:  # the data-movement helpers every runner may use
+        for module in unit.modules:
+            for signature in module.signatures:
+                yield module.name, module.source, module.function, signature, dtypes
+        for dtype in dtypes:
             vector = f"{dtype}[::1]"
             helpers = templates.helpers_source(dtype)
             yield f"helpers_{dtype}", helpers, "gather", f"(int64, {vector}, int64[::1], {vector})", {dtype}
@@ -217,3 +202,39 @@ def test_fused_module_text_is_typed_and_named_for_cuda():
     assert "@cuda.jit(cache=True)" in text and "cuda.atomic.add(sum0, 0, shared0[0])" in text
     assert "np.float32(1.0)" in text and "float64" not in text.split('"""')[-1]
     assert kernel_signature(op) == "(int64, float32[::1], float32[::1], float32[::1])"
+
+
+def test_cuda_backend_without_a_gpu_falls_back_with_its_reason():
+    """Outside the simulator and without a GPU, backend="cuda" does not raise: the status says why, the interpreter
+    answers, and "auto" stays off CUDA."""
+    from nbdiff.cuda import cuda_problem
+
+    problem = cuda_problem()
+    if problem is None:
+        pytest.skip("a CUDA GPU is usable here")
+    x = nd.vector("x")
+    f = nd.function([x], nd.tanh(x) * 2.0, backend="cuda")
+    assert f.wait(0) == f"fallback: CUDA unavailable: {problem}" and f.events == []
+    np.testing.assert_allclose(f(np.ones(3)), np.tanh(np.ones(3)) * 2.0)
+    assert f.backend == "numpy" and f.status.startswith("fallback: CUDA unavailable: ")
+    with nd.option_context(compile=True):
+        g = nd.function([x], nd.tanh(x) * 2.0)
+        g(np.ones(3))
+        assert g.backend != "cuda"
+
+
+def test_the_worker_compiles_a_job_through_its_targets_compiler(tmp_path, monkeypatch):
+    """A job naming a compiler (the CUDA target's ``compile_in_worker``) is compiled by it, then marked compiled;
+    a job without one takes the Numba CPU path."""
+    from nbdiff.backends import cache, worker
+
+    calls = []
+    monkeypatch.setattr(sys.modules[__name__], "recorded_compiler", lambda job: calls.append(job), raising=False)
+    path = cache.write_module(cache.kernels_directory(tmp_path), "nbdiff_test_compiler_job", "X = 1\n")
+    job = worker.CompileJob(
+        str(path), "nbdiff_test_compiler_job", "kernel", ("(int64,)",), "t", f"{__name__}:recorded_compiler"
+    )
+    result = worker.compile_job(job)
+    assert result.ok, result.error
+    assert calls == [job] and cache.is_compiled(path, ("(int64,)",))
+    assert worker._key(job) != worker._key(worker.CompileJob(job.path, job.name, job.function, job.signatures))

@@ -47,7 +47,7 @@ class Function:
         current = options()
         target = targets.choose(backend, current.compile)
         if device_outputs and target is None:
-            detail = f"device_outputs=True needs a target with device memory (backend='cuda'), got backend={backend!r}"
+            detail = f"device_outputs=True needs a target with device memory (a GPU backend), got backend={backend!r}"
             raise BackendError(f"function: {detail}")
         if isinstance(inputs, Variable):
             raise node_error(InputError, "function", "inputs must be a list of variables, e.g. nd.function([x], y)")

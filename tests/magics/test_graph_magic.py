@@ -266,7 +266,6 @@ USAGE_ERRORS = [
     pytest.param("1f", MLP_CELL, "must be a Python identifier", id="bad-name"),
     pytest.param("f --bogus", MLP_CELL, "unrecognized arguments: --bogus", id="unknown-option"),
     pytest.param("f --backend gpu", MLP_CELL, "invalid choice: 'gpu'", id="unknown-backend"),
-    pytest.param("f --backend cuda", MLP_CELL, "--backend cuda: function: backend='cuda'", id="unavailable-backend"),
     pytest.param(
         "f --wrt h", MLP_CELL, "--wrt: 'h' is not an input of the cell; its inputs are x, W", id="wrt-non-input"
     ),
@@ -328,6 +327,21 @@ USAGE_ERRORS = [
     ),
     pytest.param("np", MLP_CELL, "NAME 'np' would replace the module numpy in the namespace", id="module"),
 ]
+
+
+def test_an_unavailable_backend_raises_usage_error(shell, monkeypatch):
+    """A named target that cannot run here (Numba missing, simulated) is a one-line UsageError naming the option."""
+    from nbdiff.backends.cpu import CpuTarget
+
+    monkeypatch.setattr(CpuTarget, "problem", classmethod(lambda cls: "needs Numba, which is not installed"))
+    before = shell.user_ns.get("f", "unbound")
+    try:
+        with pytest.raises(UsageError) as info:
+            shell.run_cell_magic("graph", "f --backend cpu", MLP_CELL)
+    finally:
+        restore(shell, "f", before)
+    assert "--backend cpu: function: backend='cpu' needs Numba" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("line, cell, message", USAGE_ERRORS)

@@ -1,0 +1,176 @@
+"""``nd.scan``: values against Python loops, derivatives to second order, run-time lengths, and misuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbdiff as nd
+from nbdiff.errors import DTypeError, GraphError, ShapeError
+from nbdiff.ops.scan import Scan
+
+RNG = np.random.default_rng(12)
+
+
+def cumprod(x):
+    """Running products: the carry is the product so far, each step also outputs it."""
+    return nd.scan(lambda c, xt: (c * xt, c * xt), nd.ones_like(x[0]), x)
+
+
+def rnn(W, U, b, h0, X):
+    """``h_t = tanh(W h_{t-1} + U x_t + b)``; returns the last state and every state."""
+    return nd.scan(lambda h, xt: (nd.tanh(W @ h + U @ xt + b),) * 2, h0, X)
+
+
+def rnn_reference(W, U, b, h0, X):
+    h, states = h0, []
+    for xt in X:
+        h = np.tanh(W @ h + U @ xt + b)
+        states.append(h)
+    return h, np.stack(states)
+
+
+DT = 0.05
+
+
+def euler(y0, k, steps=50):
+    """Explicit Euler for ``dy/dt = -k y + sin(t)`` from ``t = 0``: a carry of two values and a fixed length."""
+
+    def step(carry, _):
+        y, t = carry
+        return (y + DT * (-k * y + nd.sin(t)), t + DT), y
+
+    (y, _), ys = nd.scan(step, (y0, nd.zeros_like(k)), length=steps)
+    return y, ys
+
+
+def euler_reference(y0, k, steps=50):
+    y, t, ys = y0, 0.0, []
+    for _ in range(steps):
+        ys.append(y)
+        y, t = y + DT * (-k * y + np.sin(t)), t + DT
+    return y, np.stack(ys)
+
+
+def test_cumulative_product_equals_numpy_and_its_derivatives_check_to_second_order():
+    x = nd.vector("x")
+    a = np.array([1.5, 2.0, -0.5, 3.0, 0.7])
+    last, ys = nd.function([x], list(cumprod(x)))(a)
+    np.testing.assert_allclose(ys, np.cumprod(a))
+    np.testing.assert_allclose(last, np.prod(a))
+    nd.check_grads(lambda x: cumprod(x)[1], [a], order=2)
+
+
+def test_rnn_equals_a_python_loop_and_its_derivatives_check_to_second_order():
+    args = [
+        RNG.normal(size=(3, 3)) * 0.5,
+        RNG.normal(size=(3, 2)) * 0.5,
+        RNG.normal(size=3),
+        RNG.normal(size=3),
+        RNG.normal(size=(6, 2)),
+    ]
+    variables = [nd.matrix("W"), nd.matrix("U"), nd.vector("b"), nd.vector("h0"), nd.matrix("X")]
+    got = nd.function(variables, list(rnn(*variables)))(*args)
+    for value, expected in zip(got, rnn_reference(*args)):
+        np.testing.assert_allclose(value, expected, rtol=1e-12)
+    nd.check_grads(lambda *v: list(rnn(*v)), args, order=2)
+
+
+def test_fifty_step_euler_ode_equals_numpy_and_its_derivatives_check_to_second_order():
+    y0, k = RNG.normal(size=4), np.abs(RNG.normal(size=4)) + 0.5
+    variables = [nd.vector("y0"), nd.vector("k")]
+    y, ys = nd.function(variables, list(euler(*variables)))(y0, k)
+    y_ref, ys_ref = euler_reference(y0, k)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12)
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-12)
+    assert ys.shape == (50, 4)
+    nd.check_grads(lambda y0, k: list(euler(y0, k)), [y0, k], order=2)
+
+
+def test_a_run_time_length_gives_as_many_steps_as_asked_and_differentiates():
+    n, c0 = nd.scalar("n", dtype="int64"), nd.scalar("c0")
+    final, ys = nd.scan(lambda c, _: (c * 0.5 + 1.0, c), c0, length=n)
+    assert ys.shape == (None,)
+    f = nd.function([c0, n], [final, ys, nd.grad(final, c0)])
+    for steps in (0, 1, 4):
+        value, states, slope = f(3.0, steps)
+        c, expected = 3.0, []
+        for _ in range(steps):
+            expected.append(c)
+            c = c * 0.5 + 1.0
+        np.testing.assert_allclose(value, c)
+        np.testing.assert_allclose(states, np.array(expected).reshape(steps))
+        np.testing.assert_allclose(slope, 0.5**steps)
+    nd.check_grads(lambda c0, n: nd.scan(lambda c, _: (nd.sin(c) * 1.5, c * c), c0, length=n)[1], [0.3, np.int64(5)])
+
+
+def test_the_sequences_length_is_the_run_time_length_without_length():
+    x = nd.vector("x")
+    f = nd.function([x], cumprod(x)[1])
+    np.testing.assert_allclose(f(np.arange(1.0, 4.0)), [1.0, 2.0, 6.0])
+    np.testing.assert_allclose(f(np.arange(1.0, 6.0)), [1.0, 2.0, 6.0, 24.0, 120.0])
+
+
+def test_several_carries_and_outputs_keep_their_structure_and_reverse_walks_from_the_end():
+    x, c0 = nd.vector("x"), nd.scalar("c0")
+    (total, count), (running, doubled) = nd.scan(
+        lambda c, xt: ((c[0] + xt, c[1] + 1), (c[0] + xt, 2.0 * xt)), (c0, nd.constant(0, "int64")), x
+    )
+    _, backwards = nd.scan(lambda c, xt: (c + xt, c + xt), c0, x, reverse=True)
+    f = nd.function([x, c0], [total, count, running, doubled, backwards])
+    a = np.array([1.0, 2.0, 4.0])
+    got = f(a, 10.0)
+    for value, expected in zip(got, [17.0, 3, [11.0, 13.0, 17.0], [2.0, 4.0, 8.0], [17.0, 16.0, 14.0]]):
+        np.testing.assert_allclose(value, expected)
+    assert got[1].dtype == np.int64
+    _, y_none = nd.scan(lambda c, xt: (c + xt, None), c0, x)
+    assert y_none is None
+    nd.check_grads(lambda a, c0: nd.scan(lambda c, xt: (c * xt, nd.exp(c)), c0, a, reverse=True)[1], [a, 0.2])
+
+
+def test_the_body_runs_on_one_plan_built_once():
+    x = nd.vector("x")
+    _, ys = cumprod(x)
+    op = ys.owner.op
+    assert isinstance(op, Scan) and op.inner_graphs() == [op.body]
+    f = nd.function([x], ys)
+    f(np.ones(3))
+    plan = op.plan()
+    f(np.ones(5))
+    assert op.plan() is plan
+
+
+def test_wrong_number_of_carries_names_the_users_line():
+    with pytest.raises(GraphError, match=r"step returned 3 carries, but init has 2(.|\n)*test_scan.py:\d+"):
+        nd.scan(lambda c, x: ((c[0], c[1], c[0]), x), (nd.scalar("a"), nd.scalar("b")), nd.vector("x"))
+    with pytest.raises(GraphError, match="pair"):
+        nd.scan(lambda c, x: c + x, nd.scalar("a"), nd.vector("x"))
+
+
+def test_a_carry_changing_dtype_or_shape_names_the_users_line():
+    with pytest.raises(DTypeError, match=r"carry 0 changes dtype.*int64 to float64(.|\n)*test_scan.py:\d+"):
+        nd.scan(lambda c, x: (c * 0.5, x), nd.scalar("i", dtype="int64"), nd.vector("x"))
+    with pytest.raises(ShapeError, match=r"carry 0 changes shape.*\(3,\) to \(3, 3\)(.|\n)*test_scan.py:\d+"):
+        nd.scan(lambda c, x: (nd.outer(c, c), x), nd.vector("c", shape=(3,)), nd.vector("x"))
+
+
+def test_a_carry_changing_shape_at_run_time_is_a_shape_error_naming_the_users_line():
+    c0, x = nd.vector("c0"), nd.vector("x")
+    _, ys = nd.scan(lambda c, xt: (nd.concatenate([c, c]), xt), c0, x)
+    f = nd.function([c0, x], ys)
+    with pytest.raises(ShapeError, match=r"carry 0 changed shape from \(2,\) to \(4,\)(.|\n)*test_scan.py:\d+"):
+        f(np.ones(2), np.ones(3))
+
+
+def test_mismatched_sequence_lengths_and_bad_lengths_are_refused():
+    u, v = nd.vector("u", shape=(3,)), nd.vector("v", shape=(4,))
+    with pytest.raises(ShapeError, match=r"sequence 0 has length 3 but sequence 1 has length 4(.|\n)*test_scan.py"):
+        nd.scan(lambda c, x: (c + x[0] * x[1], c), nd.scalar("c"), (u, v))
+    with pytest.raises(ShapeError, match="length=5 but sequence 0 has length 3"):
+        nd.scan(lambda c, x: (c + x, c), nd.scalar("c"), u, length=5)
+    with pytest.raises(GraphError, match="give length="):
+        nd.scan(lambda c, _: (c, c), nd.scalar("c"))
+    with pytest.raises(DTypeError, match="integer scalar"):
+        nd.scan(lambda c, _: (c, c), nd.scalar("c"), length=nd.scalar("n"))
+    with pytest.raises(ShapeError, match="scalar"):
+        nd.scan(lambda c, x: (c, c), nd.scalar("c"), nd.scalar("s"))

@@ -101,9 +101,12 @@ class Scan(Op):
             return plan
 
     def perform(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.loop(self.plan().run, arrays)
+
+    def loop(self, run: Callable[[list], Sequence[np.ndarray]], arrays: Sequence[np.ndarray]) -> tuple:
+        """The scan on ``arrays`` (the node's inputs), calling ``run(body_inputs) -> body_outputs`` once per step."""
         length, carries, seqs, invariants = self.split(arrays)
         steps = run_length(length, seqs)
-        run = self.plan().run
         ys: list[np.ndarray] = [_empty_stack(steps, y.type) for y in self.body.outputs[self.n_carry :]]
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
         for i in order:
@@ -115,12 +118,32 @@ class Scan(Op):
             carries = new
             for k, (stack, value) in enumerate(zip(ys, outs[self.n_carry :])):
                 if stack.shape[1:] != value.shape:
-                    if i == order[0]:
-                        ys[k] = stack = np.empty((steps, *value.shape), stack.dtype)
-                    else:
+                    if i != order[0]:
                         raise ValueError(f"step {i}: output {k} has shape {value.shape}, before {stack.shape[1:]}")
+                    ys[k] = stack = np.empty((steps, *value.shape), stack.dtype)
                 stack[i] = value
         return (*[np.asarray(c) for c in carries], *ys)
+
+    # -- compiled backends -------------------------------------------------------------------------------------
+    def body_function(self, backend: str) -> Any:
+        """The body as an ``nd.function`` on ``backend``, created once per op and backend: its fused kernels compile
+        in the background like any function's (``.status``, ``.wait()``), checked against the interpreter."""
+        functions = self.__dict__.setdefault("_functions", {})
+        if backend not in functions:
+            from nbdiff.function import function
+
+            functions[backend] = function(self.body.inputs, list(self.body.outputs), backend=backend, name="scan body")
+        return functions[backend]
+
+    def performer(self, backend: str) -> Callable[..., tuple[np.ndarray, ...]]:
+        """``perform`` with the body run by ``body_function(backend)``: what a compiled backend installs for this node
+        (``Plan.with_performers``), so the loop calls the body's compiled kernels."""
+        body = self.body_function(backend)
+
+        def perform(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+            return self.loop(lambda inputs: body(*inputs), arrays)
+
+        return perform
 
     # -- derivatives -------------------------------------------------------------------------------------------
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list:

@@ -174,3 +174,20 @@ def test_mismatched_sequence_lengths_and_bad_lengths_are_refused():
         nd.scan(lambda c, _: (c, c), nd.scalar("c"), length=nd.scalar("n"))
     with pytest.raises(ShapeError, match="scalar"):
         nd.scan(lambda c, x: (c, c), nd.scalar("c"), nd.scalar("s"))
+
+
+def test_a_compiled_backend_runs_the_body_through_its_own_compiled_function():
+    """``performer("cpu")`` is the hook a backend installs for a Scan node: the body's fused kernels compile once
+    (one inner function per op) and the loop answers what the interpreter answers."""
+    pytest.importorskip("numba")
+    y0, k = nd.vector("y0"), nd.vector("k")
+    _, ys = euler(y0, k, steps=20)
+    node = ys.owner
+    arrays = [np.asarray(20), np.linspace(-1.0, 1.0, 7), np.zeros(7), -np.linspace(0.5, 1.5, 7)]
+    perform = node.op.performer("cpu")
+    body = node.op.body_function("cpu")
+    assert node.op.body_function("cpu") is body
+    assert body.wait(120).startswith("compiled")  # "compiled (unchecked)" until a call checks the kernels
+    for got, expected in zip(perform(*arrays), node.op.perform(*arrays)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert body.status == "compiled" and body.backend == "cpu"

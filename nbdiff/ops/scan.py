@@ -130,6 +130,13 @@ class Scan(Op):
         return (*[np.asarray(c) for c in carries], *ys)
 
     # -- compiled backends -------------------------------------------------------------------------------------
+    def op_kernel(self, node: Apply) -> Any:
+        """The whole loop as one compiled kernel where the body is elementwise over 0-d and 1-d values (see
+        ``scan_kernel``); None otherwise (the interpreter runs the loop)."""
+        from nbdiff.ops.scan_kernel import scan_kernel
+
+        return scan_kernel(node)
+
     def body_function(self, backend: str) -> Any:
         """The body as an ``nd.function`` on ``backend``, created once per op and backend: its fused kernels compile
         in the background like any function's (``.status``, ``.wait()``), checked against the interpreter."""

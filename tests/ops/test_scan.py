@@ -8,6 +8,7 @@ import pytest
 import nbdiff as nd
 from nbdiff.errors import DTypeError, GraphError, ShapeError
 from nbdiff.ops.scan import Scan
+from nbdiff.runtime.events import kernel_states
 
 RNG = np.random.default_rng(12)
 
@@ -191,3 +192,39 @@ def test_a_compiled_backend_runs_the_body_through_its_own_compiled_function():
     for got, expected in zip(perform(*arrays), node.op.perform(*arrays)):
         np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert body.status == "compiled" and body.backend == "cpu"
+
+
+def test_an_elementwise_body_compiles_the_whole_loop_into_one_kernel_checked_against_the_interpreter():
+    """``backend="cpu"`` compiles the Scan's op kernel (every step in one Numba function) for the Euler ODE, a
+    cumulative product (scalar slices, vector outputs) and a reverse scan over vector slices with an integer carry;
+    the function reaches "compiled" only once that kernel is compiled, and answers what the interpreter answers."""
+    pytest.importorskip("numba")
+    y0, k, x, X = nd.vector("y0"), nd.vector("k"), nd.vector("x"), nd.matrix("X")
+    y, ys = euler(y0, k, steps=30)
+    (_, products), ((count, total), rows) = (
+        cumprod(x),
+        nd.scan(
+            lambda c, row: ((c[0] + 1, c[1] * 0.5 + nd.exp(-row)), c[1] - row),
+            (nd.constant(0, "int64"), nd.zeros_like(X[0])),
+            X,
+            reverse=True,
+        ),
+    )
+    variables, outputs = [y0, k, x, X], [y, ys, products, count, total, rows]
+    assert all(out.owner.op.op_kernel(out.owner) is not None for out in outputs)
+    arrays = [np.linspace(-1.0, 1.0, 6), np.linspace(0.5, 1.5, 6), np.linspace(0.5, 2.0, 4), RNG.normal(size=(5, 3))]
+    compiled = nd.function(variables, outputs, backend="cpu")
+    expected = nd.function(variables, outputs, backend="numpy")(*arrays)
+    assert compiled.wait(120).startswith("compiled")
+    for got, want in zip(compiled(*arrays), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert compiled.status == "compiled" and compiled.backend == "cpu"
+    states = kernel_states(compiled.events)
+    assert [name for name in states if name.startswith("scan")] == ["scan", "scan#2", "scan#3"]
+    assert all(states[name].state in ("ready", "cached") for name in ("scan", "scan#2", "scan#3")), states
+
+
+def test_a_body_that_is_not_elementwise_has_no_kernel_and_the_interpreter_runs_it():
+    W, h0, X = nd.matrix("W"), nd.vector("h0"), nd.matrix("X")
+    h, _ = rnn(W, W, h0, h0, X)
+    assert h.owner.op.op_kernel(h.owner) is None

@@ -144,8 +144,8 @@ def _arguments(op: Scan, arrays: Sequence[np.ndarray]) -> Arguments | None:
     if steps == 0 or len(sizes) > 1:
         return None
     n = sizes.pop() if sizes else 1
-    flat = [np.ascontiguousarray(a).reshape(-1) for a in (*carries, *invariants)]
-    sequences = [np.ascontiguousarray(s) for s in seqs]
+    flat = [_plain(a).reshape(-1) for a in (*carries, *invariants)]
+    sequences = [_plain(s) for s in seqs]
     out_carries = [np.empty(max(c.size, 1) if c.ndim else 1, c.dtype) for c in carries]
     out_ys = [np.empty((steps, n) if y.ndim else (steps,), y.dtype) for y in op.plan().graph.outputs[op.n_carry :]]
     args = [np.int64(steps), np.int64(n), *flat[: len(carries)], *sequences, *flat[len(carries) :]]
@@ -155,3 +155,11 @@ def _arguments(op: Scan, arrays: Sequence[np.ndarray]) -> Arguments | None:
         return (*shaped, *out_ys)
 
     return [*args, *out_carries, *out_ys], finish
+
+
+def _plain(array: np.ndarray) -> np.ndarray:
+    """``array`` as the kernel's signature takes it: C-contiguous and writeable (constants are read-only arrays,
+    which Numba types apart), copied only where it is not."""
+    if array.flags.c_contiguous and array.flags.writeable:
+        return array
+    return np.array(array, order="C")

@@ -222,6 +222,14 @@ def test_an_elementwise_body_compiles_the_whole_loop_into_one_kernel_checked_aga
     states = kernel_states(compiled.events)
     assert [name for name in states if name.startswith("scan")] == ["scan", "scan#2", "scan#3"]
     assert all(states[name].state in ("ready", "cached") for name in ("scan", "scan#2", "scan#3")), states
+    with pytest.MonkeyPatch.context() as patch:  # checked once: later calls run the kernels, never perform
+        patch.setattr(Scan, "perform", _refuse)
+        for got, want in zip(compiled(*arrays), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def _refuse(*args):
+    raise AssertionError("the interpreter ran a scan the compiled kernel should have run")
 
 
 def test_a_body_that_is_not_elementwise_has_no_kernel_and_the_interpreter_runs_it():

@@ -236,3 +236,31 @@ def test_a_body_that_is_not_elementwise_has_no_kernel_and_the_interpreter_runs_i
     W, h0, X = nd.matrix("W"), nd.vector("h0"), nd.matrix("X")
     h, _ = rnn(W, W, h0, h0, X)
     assert h.owner.op.op_kernel(h.owner) is None
+
+
+def test_nested_scans_and_a_hessian_through_a_scan():
+    """A scan inside a step (the inner loop's body reads the outer slice and an invariant) differentiates to second
+    order; the Hessian of a product computed by a scan is the product's."""
+
+    def nested(a, X):
+        def outer(c, row):
+            inner, _ = nd.scan(lambda s, v: (s * 0.9 + nd.sin(v * a), None), c, row)
+            return inner, inner * 2
+
+        return nd.scan(outer, nd.zeros_like(a), X)
+
+    a, X = np.array(0.7), RNG.normal(size=(4, 3))
+    c, rows = 0.0, []
+    for row in X:
+        for v in row:
+            c = c * 0.9 + np.sin(v * a)
+        rows.append(2 * c)
+    variables = [nd.scalar("a"), nd.matrix("X")]
+    got = nd.function(variables, list(nested(*variables)))(a, X)
+    np.testing.assert_allclose(got[0], c, rtol=1e-12)
+    np.testing.assert_allclose(got[1], rows, rtol=1e-12)
+    nd.check_grads(lambda a, X: list(nested(a, X)), [a, X], order=2)
+    x = nd.vector("x", shape=(3,))
+    product, _ = cumprod(x)
+    hessian = nd.function([x], nd.hessian(product, x))(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(hessian, [[0.0, 3.0, 2.0], [3.0, 0.0, 1.0], [2.0, 1.0, 0.0]])

@@ -54,6 +54,10 @@ class Scan(Op):
             f"body={len(self.body.nodes)} nodes{direction}}}"
         )
 
+    def __getstate__(self) -> dict:
+        """The op without its caches (the body's plan and compiled functions): they are rebuilt where it lands."""
+        return {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
+
     def inner_graphs(self) -> list[Graph]:
         """The graphs this op runs (its body): what a backend compiles to run the loop compiled."""
         return [self.body]

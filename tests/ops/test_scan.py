@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -264,3 +266,13 @@ def test_nested_scans_and_a_hessian_through_a_scan():
     product, _ = cumprod(x)
     hessian = nd.function([x], nd.hessian(product, x))(np.array([1.0, 2.0, 3.0]))
     np.testing.assert_allclose(hessian, [[0.0, 3.0, 2.0], [3.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+
+
+def test_a_scan_that_has_run_pickles_without_its_caches_and_runs_again():
+    x = nd.vector("x")
+    _, ys = cumprod(x)
+    nd.function([x], ys)(np.arange(1.0, 4.0))
+    ys.owner.op.body_function("numpy")
+    copy = pickle.loads(pickle.dumps(ys))
+    assert "_plan" not in copy.owner.op.__dict__ and "_functions" not in copy.owner.op.__dict__
+    np.testing.assert_allclose(copy.owner.op.perform(np.asarray(1.0), np.arange(1.0, 4.0))[1], [1.0, 2.0, 6.0])

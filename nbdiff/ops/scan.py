@@ -90,6 +90,18 @@ class Scan(Op):
         ]
 
     # -- evaluation --------------------------------------------------------------------------------------------
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple]:
+        """Each final carry has its initial carry's dims (``loop`` checks every step); the ys lead with the number
+        of steps (the sequences' first dim, which ``run_length`` checks they share), then the body's static dims."""
+        from nbdiff.graph.dims import fresh_dim
+
+        _, carries, seqs, _ = self.split(list(input_dims))
+        steps = seqs[0][0] if seqs else fresh_dim()
+        ys = [
+            (steps, *(d if d is not None else fresh_dim() for d in y.shape)) for y in self.body.outputs[self.n_carry :]
+        ]
+        return [*carries, *ys]
+
     def plan(self) -> Any:
         """The interpreter plan of the body, rewritten by the default pipeline except fusion; built once per op.
 

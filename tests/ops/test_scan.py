@@ -276,3 +276,11 @@ def test_a_scan_that_has_run_pickles_without_its_caches_and_runs_again():
     copy = pickle.loads(pickle.dumps(ys))
     assert "_plan" not in copy.owner.op.__dict__ and "_functions" not in copy.owner.op.__dict__
     np.testing.assert_allclose(copy.owner.op.perform(np.asarray(1.0), np.arange(1.0, 4.0))[1], [1.0, 2.0, 6.0])
+
+
+def test_the_final_carry_has_the_initial_carrys_symbolic_shape_so_gradients_need_no_run_time_reshaping():
+    y0, k = nd.vector("y0"), nd.vector("k")
+    y, _ = euler(y0, k, steps=5)
+    graph = nd.function([y0, k], nd.grad(nd.sum(y * y0), y0)).graph
+    outer = [node.op.name for node in graph.nodes]
+    assert "sum_to_like" not in outer and "broadcast_like" not in outer, outer

@@ -13,6 +13,7 @@ from nbdiff.graph.basic import Constant, Variable, constant
 from nbdiff.graph.printing import dprint
 from nbdiff.ops import *  # noqa: F401,F403
 from nbdiff.ops import __all__ as _ops_all
+from nbdiff.ops.scan import scan
 from nbdiff.testing import check_grads
 from nbdiff.user_ops import custom_op, elemwise, foreign, op_from_graph
 from nbdiff.variables import matrix, scalar, tensor, vector
@@ -63,6 +64,7 @@ __all__ = [
     "options",
     "matrix",
     "scalar",
+    "scan",
     "tensor",
     "vector",
     *_ops_all,

@@ -344,6 +344,7 @@ class Op:
 
     abstract: ClassVar[bool] = True
     nout: ClassVar[int] = 1
+    nonnegative: ClassVar[bool] = False  # every output is >= 0 (or NaN) for every input: rewrites may rely on it
     _snake_name: ClassVar[str] = "op"
 
     def __init_subclass__(cls, **kwargs: Any):
@@ -439,6 +440,16 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return (value.dtype.name, value.shape, value.tobytes())
     return value
+
+
+def is_nonnegative(var: Variable) -> bool:
+    """Whether ``var`` is provably >= 0 (or NaN) everywhere: a bool or unsigned value, a constant with no negative
+    entry, or an output of an op class that declares ``nonnegative`` (exp, abs, sqrt, square, softmax, ...)."""
+    if var.dtype == "bool" or var.dtype.startswith("uint"):
+        return True
+    if isinstance(var, Constant):
+        return bool(np.all(~(var.data < 0)))
+    return var.owner is not None and type(var.owner.op).nonnegative
 
 
 def registered_ops() -> dict[str, type[Op]]:

@@ -257,6 +257,7 @@ class Negative(UnaryElemwise):
 # Transcendental functions
 # ---------------------------------------------------------------------------------------------------------------
 class Exp(UnaryElemwise):
+    nonnegative = True
     numpy_fn = np.exp
     scalar_code = "math.exp({0})"
 
@@ -379,6 +380,7 @@ def _mask(condition: Variable, like: Variable) -> Variable:
 class Abs(UnaryElemwise):
     """``abs(x)``; integers stay integers. The derivative is ``sign(x)``, so 0 at the kink."""
 
+    nonnegative = True
     numpy_fn = np.abs
     scalar_code = "abs({0})"
 
@@ -400,6 +402,7 @@ class Sign(UnaryElemwise):
 class Sqrt(UnaryElemwise):
     """``sqrt(x)``; integers give floats. Derivative ``0.5 / sqrt(x)``."""
 
+    nonnegative = True
     numpy_fn = np.sqrt
     scalar_code = "math.sqrt({0})"
 
@@ -411,6 +414,7 @@ class Sqrt(UnaryElemwise):
 class Square(UnaryElemwise):
     """``x * x``; integers stay integers."""
 
+    nonnegative = True
     numpy_fn = np.square
     scalar_code = "({0} * {0})"
 
@@ -432,6 +436,7 @@ class Relu(UnaryElemwise):
     the forward pass anyway, so the mask fuses into the backward kernel instead of being a second output that the
     forward kernel writes and keeps alive until the backward pass."""
 
+    nonnegative = True
     numpy_fn = _relu
     scalar_code = "(0 if {0} < 0 else {0})"
 
@@ -502,6 +507,7 @@ class Sinh(UnaryElemwise):
 class Cosh(UnaryElemwise):
     """``cosh(x)``. Derivative ``sinh(x)``."""
 
+    nonnegative = True
     numpy_fn = np.cosh
     scalar_code = "math.cosh({0})"
 
@@ -529,6 +535,7 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 class Sigmoid(UnaryElemwise):
     """The logistic function, stable for large ``|x|``; derivative ``y (1 - y)``."""
 
+    nonnegative = True
     numpy_fn = _sigmoid
     scalar_code = "(1.0 / (1.0 + math.exp(-{0})) if {0} >= 0 else math.exp({0}) / (1.0 + math.exp({0})))"
 
@@ -540,6 +547,7 @@ class Sigmoid(UnaryElemwise):
 class Softplus(UnaryElemwise):
     """``log(1 + exp(x))``, stable for large ``|x|``; derivative ``sigmoid(x)``."""
 
+    nonnegative = True
     numpy_fn = _softplus
     scalar_code = "(({0} if {0} > 0 else 0.0) + math.log1p(math.exp(-abs({0}))))"
 

@@ -6,7 +6,9 @@ subexpressions merge for free and nodes can be dict keys. Each node keeps the pr
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
@@ -46,8 +48,17 @@ class Variable:
 
     @property
     def shape(self) -> tuple:
-        """The static shape: ints where known, ``None`` where only known at run time."""
-        return self.type.shape
+        """The shape as values: a Python int per known dimension, an int64 graph scalar (``x.shape[i]`` is
+        ``shape_at{axis=i}(x)``) per dimension known only at run time.
+
+        nbdiff's own code reads the static shape here (``None`` for unknown dimensions, as ``self.type.shape``):
+        the caller's module decides, so the package's many static checks need no second spelling.
+        """
+        if sys._getframe(1).f_code.co_filename.startswith(_PACKAGE_DIR) or None not in self.type.shape:
+            return self.type.shape
+        from nbdiff.ops.sizes import shape_tuple
+
+        return shape_tuple(self)
 
     @property
     def ndim(self) -> int:
@@ -91,8 +102,8 @@ class Variable:
         )
 
     def __len__(self) -> int:
-        if self.ndim and self.shape[0] is not None:
-            return self.shape[0]
+        if self.ndim and self.type.shape[0] is not None:
+            return self.type.shape[0]
         raise node_error(GraphError, self.label(), "len() needs a known first dimension", [self])
 
     # -- arithmetic (NumPy semantics; implemented in nbdiff.ops) -------------------------------------------------
@@ -244,6 +255,7 @@ class Apply:
         return f"Apply({self.op.name}, {[v.label() for v in self.inputs]})"
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # nbdiff's own code sees static shapes
 _NODE_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _CONSTANT_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()

@@ -44,6 +44,20 @@ class Elemwise(Op):
     differentiable: ClassVar[bool] = True  # False for comparisons: their gradient is zero (disconnected)
     float_only: ClassVar[bool] = False  # True when integer inputs would be meaningless (e.g. sigmoid keeps them)
 
+    def prepare_inputs(self, inputs: Sequence[Any]) -> list[Variable]:
+        """As ``Op.prepare_inputs``; a size scalar (``x.shape[i]``) is weak as the Python int it stands for, so it
+        takes the dtype of the other inputs: ``nd.sum(x) / x.shape[0]`` keeps float32 as NumPy does."""
+        variables = super().prepare_inputs(inputs)
+        if len(variables) < 2:
+            return variables
+        strong = [v.dtype for v in variables if not _is_size(v) and v.dtype != "bool"]
+        if not strong:
+            return variables
+        target = numpy_result_dtype(np.add, *strong) if len(set(strong)) > 1 else strong[0]
+        if target not in SUPPORTED_DTYPES:
+            return variables
+        return [Cast(target)(v) if _is_size(v) and v.dtype != target else v for v in variables]
+
     def infer(self, *inputs: Variable) -> list[TensorType]:
         if len(inputs) != self.nin:
             raise self.error(DTypeError, f"expected {self.nin} input(s), got {len(inputs)}", inputs)
@@ -119,6 +133,11 @@ class Elemwise(Op):
         if total is None:
             return [None]
         return [bc.broadcast_like(total, node.out) if broadcast else total]
+
+
+def _is_size(var: Variable) -> bool:
+    """Whether ``var`` is a size scalar standing for a Python int (an output of ``shape_at``)."""
+    return var.owner is not None and type(var.owner.op).__name__ == "ShapeAt"
 
 
 class UnaryElemwise(Elemwise):

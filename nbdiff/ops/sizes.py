@@ -293,11 +293,9 @@ class SizedReshape(Op):
         rest = 1
         for size in sizes:
             key = _size_key(size)
-            if key == -1:
-                continue
             if isinstance(key, int):
-                rest *= key
-            elif key in unknown:
+                rest *= 1 if key == -1 else key
+            elif isinstance(key, tuple) and key in unknown:
                 unknown.discard(key)  # type: ignore[arg-type]
             else:
                 return None

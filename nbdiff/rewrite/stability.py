@@ -238,14 +238,13 @@ def _is_row_range(r: Variable) -> bool:
 
 def _row_labels(arr: Variable, rows: Variable, labels: Variable, items: tuple, facts: ShapeFacts) -> Variable | None:
     """``labels[:, None]`` when ``arr[rows, labels]`` picks one entry per row of matrix ``arr``: ``rows`` is
-    ``arange`` of ``arr``'s row count and ``labels`` an integer vector as long (proved with ``ShapeFacts``)."""
+    ``arange`` of ``arr``'s row count (proved with ``ShapeFacts``) and ``labels`` an integer vector."""
     if items != (ARRAY, ARRAY) or arr.ndim != 2 or rows.ndim != 1 or labels.ndim != 1:
         return None
     if not labels.dtype.startswith(("int", "uint")) or not _is_row_range(rows):
         return None
-    length = facts.dims(arr)[0]
-    if facts.dims(rows) != (length,) or facts.dims(labels) != (length,):
-        return None
+    if facts.dims(rows) != facts.dims(arr)[:1]:
+        return None  # labels of another length fail, or broadcast (length 1), alike in both forms
     return getitem(labels, (slice(None), None))
 
 

@@ -161,6 +161,10 @@ def _static_sizes(sizes: Sequence[Variable]) -> list[int | None]:
 class SizedFull(Op):
     """``sized_full(value, *sizes)``: an array of the given run-time sizes filled with the scalar ``value``."""
 
+    @property
+    def name(self) -> str:
+        return "full"
+
     def infer(self, value: Variable, *sizes: Variable) -> list[TensorType]:
         return [TensorType(value.dtype, tuple(_static_sizes(sizes)))]
 
@@ -224,6 +228,10 @@ def ones(shape: Any, dtype: object = "float64") -> Variable:
 class SizedArange(Op):
     """``sized_arange(start, stop, step)``: NumPy's ``arange`` of run-time scalars, in ``dtype``."""
 
+    @property
+    def name(self) -> str:
+        return "arange"
+
     dtype: str
 
     def infer(self, start: Variable, stop: Variable, step: Variable) -> list[TensorType]:
@@ -276,6 +284,10 @@ def _size_key(var: Variable) -> object:
 @dataclass(frozen=True, eq=False)
 class SizedReshape(Op):
     """``sized_reshape(x, *sizes)``: ``x`` reshaped to run-time sizes (one may be -1)."""
+
+    @property
+    def name(self) -> str:
+        return "reshape"
 
     def infer(self, x: Variable, *sizes: Variable) -> list[TensorType]:
         static = _static_sizes(sizes)
@@ -346,6 +358,10 @@ class SizedReshape(Op):
 @dataclass(frozen=True, eq=False)
 class SizedBroadcastTo(Op):
     """``sized_broadcast_to(x, *sizes)``: ``x`` broadcast to run-time sizes."""
+
+    @property
+    def name(self) -> str:
+        return "broadcast_to"
 
     def infer(self, x: Variable, *sizes: Variable) -> list[TensorType]:
         static = _static_sizes(sizes)

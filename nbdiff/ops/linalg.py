@@ -84,6 +84,13 @@ class MatMul(Op):
     def perform(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
         return (np.asarray(np.matmul(a, b)),)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple] | None:
+        """The rows of ``a`` and the columns of ``b`` (for operands of at most 2 dimensions; else the static shape)."""
+        a, b = input_dims
+        if len(a) > 2 or len(b) > 2:
+            return None
+        return [tuple(a[:-1]) + tuple(b[1:])]
+
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads
         a, b = node.inputs

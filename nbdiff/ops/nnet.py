@@ -90,6 +90,7 @@ class LogSumExp(Op):
 class Softmax(Op):
     """``softmax(x, axis)`` = ``exp(x) / sum(exp(x))`` over ``axes``, computed from ``exp(x - max)``."""
 
+    nonnegative = True
     axes: tuple[int, ...]
 
     def infer(self, x: Variable) -> list[TensorType]:

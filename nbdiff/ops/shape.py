@@ -16,9 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from nbdiff.errors import AxisError, DTypeError, GraphError, ShapeError, node_error
-from nbdiff.graph.basic import Apply, Op, Variable, as_variable, constant
+from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
 from nbdiff.graph.types import TensorType, as_dtype, normalize_axes, numpy_result_dtype, static_shape
 from nbdiff.ops import broadcast as bc
+from nbdiff.ops import sizes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -44,17 +45,6 @@ def _axis(op_name: str, axis: object, ndim: int, inputs: Sequence[object]) -> in
     if not -ndim <= axis < ndim:  # type: ignore[operator]
         raise node_error(AxisError, op_name, f"axis {axis} is out of bounds for {ndim} dimension(s)", inputs)
     return int(axis) % ndim  # type: ignore[call-overload]
-
-
-def _shape_entries(op_name: str, shape: Any, inputs: Sequence[object], allow_minus_one: bool) -> tuple[int, ...]:
-    """A target shape (an int or a sequence of ints) as a tuple of Python ints; ShapeError for bad entries."""
-    items = tuple(shape) if isinstance(shape, (tuple, list, np.ndarray)) else (shape,)
-    lowest = -1 if allow_minus_one else 0
-    for item in items:
-        if not _is_int(item) or item < lowest:
-            what = "ints >= 0 (one of them may be -1)" if allow_minus_one else "ints >= 0"
-            raise node_error(ShapeError, op_name, f"shape entries must be {what}, got {shape!r}", inputs)
-    return tuple(int(item) for item in items)
 
 
 def _common_dims(op: Op, inputs: Sequence[Variable], skip: int | None) -> list[int | None]:
@@ -208,11 +198,12 @@ def _reshape_to(g: Variable, like: Variable) -> Variable:
 
 
 def reshape(x: Any, shape: Any) -> Variable:
-    """``x`` with a new shape (ints; one entry may be -1), as NumPy's ``reshape``."""
+    """``x`` with a new shape (ints or size scalars such as ``x.shape[0]``; one entry may be -1), as NumPy's
+    ``reshape``."""
     x = as_variable(x)
-    entries = _shape_entries("reshape", shape, [x], allow_minus_one=True)
-    if entries.count(-1) > 1:
-        raise node_error(ShapeError, "reshape", f"only one entry of the shape may be -1, got {shape!r}", [x])
+    entries = sizes.size_entries("reshape", shape, [x], allow_minus_one=True)
+    if isinstance(entries, list):
+        return sizes.SizedReshape()(x, *entries)
     op = Reshape(entries)
     target = op.static_shape(x)
     if None not in target:
@@ -385,11 +376,12 @@ class BroadcastTo(Op):
 
 
 def broadcast_to(x: Any, shape: Any) -> Variable:
-    """``x`` broadcast to ``shape`` (ints), as NumPy's ``broadcast_to``."""
+    """``x`` broadcast to ``shape`` (ints or size scalars), as NumPy's ``broadcast_to``."""
     x = as_variable(x)
-    target = static_shape(
-        "broadcast_to", _shape_entries("broadcast_to", shape, [x], allow_minus_one=False), x.dtype, [x]
-    )
+    entries = sizes.size_entries("broadcast_to", shape, [x], allow_minus_one=False)
+    if isinstance(entries, list):
+        return sizes.SizedBroadcastTo()(x, *entries)
+    target = static_shape("broadcast_to", entries, x.dtype, [x])
     if target == x.shape:
         return x
     return BroadcastTo(target)(x)
@@ -686,12 +678,12 @@ ARANGE_CONSTANT_MAX = 1 << 16  # elements; a larger arange is an ``Arange`` node
 
 def arange(start: float, stop: float | None = None, step: float = 1, dtype: object = None) -> Variable:
     """Evenly spaced values with NumPy's ``arange`` arguments and dtype rule: a constant when small, else a node
-    that computes them when the function runs (building a graph never allocates a huge array)."""
+    that computes them when the function runs (building a graph never allocates a huge array). A bound may be a
+    graph scalar such as ``x.shape[0]``: the values are then computed when the function runs."""
+    start, stop, step = (_constant_number(v) for v in (start, stop, step))
+    if any(isinstance(v, Variable) for v in (start, stop, step)):
+        return sizes.sized_arange(0 if stop is None else start, start if stop is None else stop, step, dtype)
     for value in (start, stop, step):
-        if isinstance(value, Variable):
-            raise node_error(
-                GraphError, "arange", "start, stop and step must be numbers: arange builds a constant", [value]
-            )
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
             raise node_error(DTypeError, "arange", f"start, stop and step must be numbers, got {value!r}")
     if step == 0:
@@ -708,6 +700,13 @@ def arange(start: float, stop: float | None = None, step: float = 1, dtype: obje
         return constant(op.perform()[0])
     except (OverflowError, ValueError, TypeError) as exc:  # a bound beyond the dtype, e.g. arange(2**70, 2**70 + 3)
         raise node_error(DTypeError, "arange", f"NumPy cannot compute it in {name}: {exc}") from None
+
+
+def _constant_number(value: Any) -> Any:
+    """A 0-d constant variable as its Python number (so ``arange(nd.constant(3))`` is a constant), else ``value``."""
+    if isinstance(value, Constant) and value.ndim == 0:
+        return value.data.item()
+    return value
 
 
 def _arange_dtype(start: Any, stop: Any, step: Any) -> str:

@@ -15,6 +15,7 @@ from nbdiff.ops import *  # noqa: F401,F403
 from nbdiff.ops import __all__ as _ops_all
 from nbdiff.testing import check_grads
 from nbdiff.variables import matrix, scalar, tensor, vector
+from nbdiff.vmap import vmap
 
 __version__ = "0.1.0"
 
@@ -60,5 +61,6 @@ __all__ = [
     "scalar",
     "tensor",
     "vector",
+    "vmap",
     *_ops_all,
 ]

@@ -18,6 +18,7 @@ import numpy as np
 from nbdiff.errors import IndexingError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
 from nbdiff.graph.types import MAX_INDEX, TensorType, broadcast_shapes, max_ndim, normalize_axes
+from nbdiff.ops import batching
 
 ARRAY = "array"  # marks the place of an array index (integer array or boolean mask) among ``Index.items``
 
@@ -220,6 +221,13 @@ class Index(Op):
         t = tangents[0]
         return [None if t is None else Index(self.items)(t, *node.inputs[1:])]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """A full slice in front of the items; batched index arrays, or advanced indices NumPy would move to the
+        front (not adjacent), decline (then the op is unrolled over a static batch)."""
+        if any(batched[1:]) or not _advanced_adjacent(self.items):
+            raise NotImplementedError("index with batched or non-adjacent index arrays")
+        return [Index(((None, None, None), *self.items))(*inputs)]
+
 
 @dataclass(frozen=True, eq=False)
 class IndexAdd(Op):
@@ -259,6 +267,21 @@ class IndexAdd(Op):
         t = tangents[1]
         x, _, *arrays = node.inputs
         return [None if t is None else IndexAdd(self.items)(x, t, *arrays)]
+
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """As ``Index``'s rule: ``x`` and the values batched, a full slice in front of the items."""
+        if any(batched[2:]) or not _advanced_adjacent(self.items):
+            raise NotImplementedError("index_add with batched or non-adjacent index arrays")
+        x, g = (v if b else size.materialise(v) for v, b in zip(inputs[:2], batched[:2]))
+        return [IndexAdd(((None, None, None), *self.items))(x, g, *inputs[2:])]
+
+
+def _advanced_adjacent(items: tuple) -> bool:
+    """Whether the advanced indices (arrays, and ints among arrays) are adjacent, so NumPy keeps their place."""
+    if ARRAY not in items:
+        return True
+    places = [k for k, item in enumerate(items) if item == ARRAY or isinstance(item, int)]
+    return places == list(range(places[0], places[-1] + 1))
 
 
 def _index_error(x: Variable, detail: str) -> Exception:
@@ -395,6 +418,8 @@ def _along_axis_shape(op: Op, arr: Variable, indices: Variable, axis: int | None
 class TakeAlongAxis(Op):
     """``take_along_axis(arr, indices, axis)`` (NumPy's; ``axis=None`` indexes the flattened ``arr``)."""
 
+    batch = batching.batch_shifting_axes
+
     axis: int | None
 
     def infer(self, arr: Variable, indices: Variable) -> list[TensorType]:
@@ -418,6 +443,8 @@ class TakeAlongAxis(Op):
 @dataclass(frozen=True, eq=False)
 class AddAlongAxis(Op):
     """``add_along_axis(arr, g, indices, axis)``: zeros like ``arr`` with ``g`` added where take_along_axis read."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int | None
 

@@ -121,7 +121,8 @@ class ReducedSize(Op):
 
     def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
         """The count is the same for every batch element: computed once, repeated along the batch axis."""
-        return [size.materialise(node.out)]
+        (x,) = inputs
+        return [size.materialise(ReducedSize(tuple(a + 1 for a in self.axes), self.dtype)(x))]
 
 
 def reduced_size(x: Variable, axes: tuple[int, ...], dtype: str) -> Variable:

@@ -177,7 +177,7 @@ class Reshape(Op):
         return [None if t is None else Reshape(self.shape)(t)]
 
     def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
-        """``(batch, *shape)``: the batch length is the -1 unless ``shape`` has one that static sizes cannot resolve."""
+        """``(batch, *shape)``; a -1 that static sizes cannot resolve follows the first batch element's result."""
         shape = self.shape
         if -1 in shape:
             shape = self.static_shape(node.inputs[0])
@@ -185,7 +185,8 @@ class Reshape(Op):
             return [Reshape((-1, *shape))(inputs[0])]
         if size.static is not None:
             return [Reshape((size.static, *self.shape))(inputs[0])]
-        raise NotImplementedError("reshape with -1 over an input of unknown size and a batch of unknown size")
+        first = Reshape(self.shape)(inputs[0][0])  # one element's result: its run-time shape is every element's
+        return [ReshapeLike()(inputs[0], size.materialise(first))]
 
 
 class ReshapeLike(Op):

@@ -397,14 +397,6 @@ def jacobian(
         raise node_error(GradientError, "jacobian", "y has no elements", [y])
     if y.ndim == 0:
         return grad(y, wrt if as_list else wrt_list[0], disconnected=disconnected)
-    if y.ndim > 1 and list(y.shape).count(None) + max(list(v.shape).count(None) for v in wrt_list) > 1:
-        raise node_error(
-            GradientError,
-            "jacobian",
-            f"y of shape {y.shape} with wrt of shapes {[v.shape for v in wrt_list]}: the result's shape needs at "
-            f"most one unknown dimension among y's and each wrt's (flatten y first)",
-            [y, *wrt_list],
-        )
     if mode == "unroll" or (mode == "auto" and size is not None and size <= UNROLL_MAX):
         if size is None:
             raise node_error(
@@ -426,11 +418,17 @@ def _flat(v: Variable) -> Variable:
 
 def _unflatten(rows: Variable, y: Variable, var: Variable) -> Variable:
     """``rows`` (one row per element of y, each shaped like ``var``) as ``y.shape + var.shape``."""
-    from nbdiff.ops.shape import reshape
+    from nbdiff.ops.broadcast import broadcast_like
+    from nbdiff.ops.shape import ReshapeLike, expand_dims, reshape
 
     if y.ndim == 1:
         return rows
-    return reshape(rows, tuple(-1 if d is None else d for d in (*y.shape, *var.shape)))
+    dims = (*y.shape, *var.shape)
+    if dims.count(None) <= 1:
+        return reshape(rows, tuple(-1 if d is None else d for d in dims))
+    tail = tuple(range(y.ndim, y.ndim + var.ndim))
+    like = broadcast_like(expand_dims(y, tail) if tail else y, expand_dims(var, tuple(range(y.ndim))))
+    return ReshapeLike()(rows, like)  # like: y.shape + var.shape at run time, a broadcast view (no copy)
 
 
 def _identity_like(flat: Variable) -> Variable:

@@ -81,3 +81,56 @@ def test_vmap_matches_loop_unknown_batch(case):
     got = _vmapped(case, batched, None)
     assert got.shape == expected.shape and got.dtype == expected.dtype
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def _affine(x, w):
+    return nd.tanh(x) @ w + nd.sum(x * x)
+
+
+def test_in_axes_none_and_a_non_leading_axis():
+    xs, w = np.random.default_rng(0).normal(size=(4, 3)), np.random.default_rng(1).normal(size=4)
+    X, W = nd.matrix("X"), nd.vector("w")
+    f = nd.function([X, W], nd.vmap(_affine, in_axes=(1, None))(X, W))
+    np.testing.assert_allclose(f(xs, w), [np.tanh(xs[:, k]) @ w + np.sum(xs[:, k] ** 2) for k in range(3)])
+
+
+def test_nested_vmap_is_a_double_loop():
+    xs = np.random.default_rng(0).normal(size=(2, 3, 4))
+    X = nd.tensor("X", ndim=3)
+    f = nd.function([X], nd.vmap(nd.vmap(lambda v: nd.softmax(v) * nd.max(v)))(X))
+    expected = [[np.exp(v) / np.exp(v).sum() * v.max() for v in row] for row in xs]
+    np.testing.assert_allclose(f(xs), expected, rtol=1e-12)
+
+
+def test_in_axes_of_the_wrong_length_names_the_users_line():
+    X, W = nd.matrix("X"), nd.vector("w")
+    with pytest.raises(GraphError, match=r"in_axes has 1 entries for 2 argument[\s\S]*test_vmap.py"):
+        nd.vmap(_affine, in_axes=(0,))(X, W)
+
+
+def test_an_axis_out_of_range_is_an_axis_error():
+    X, W = nd.matrix("X"), nd.vector("w")
+    with pytest.raises(AxisError, match=r"in_axes\[0\] = 2 is out of range[\s\S]*test_vmap.py"):
+        nd.vmap(_affine, in_axes=(2, None))(X, W)
+
+
+def test_mismatched_static_batch_sizes_raise_at_construction():
+    X, W = nd.matrix("X", shape=(3, 4)), nd.matrix("W", shape=(5, 4))
+    with pytest.raises(ShapeError, match=r"argument 1 has batch size 5 but argument 0 has 3[\s\S]*test_vmap.py"):
+        nd.vmap(lambda x, w: x * w)(X, W)
+
+
+def test_mismatched_run_time_batch_sizes_raise_at_call():
+    X, W = nd.matrix("X"), nd.matrix("W")
+    f = nd.function([X, W], nd.vmap(lambda x, w: x * w)(X, W))
+    np.testing.assert_allclose(f(np.ones((3, 2)), np.ones((3, 2))), np.ones((3, 2)))
+    with pytest.raises(ShapeError, match="the batch axis of argument 1"):
+        f(np.ones((3, 2)), np.ones((1, 2)))  # broadcasting would hide it: the check is explicit
+
+
+def test_all_unbatched_or_a_non_function_is_refused():
+    X = nd.matrix("X")
+    with pytest.raises(GraphError, match="at least one argument"):
+        nd.vmap(nd.tanh, in_axes=None)(X)
+    with pytest.raises(GraphError, match="expected a function"):
+        nd.vmap(X)

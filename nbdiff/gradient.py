@@ -368,9 +368,13 @@ def pushforward_by_transposition(node: Apply, tangents: Sequence[Variable | None
 
 JacobianMode = Literal["auto", "unroll", "reverse", "forward"]
 
-# "auto" unrolls one gradient per element of y up to this static size: measured (benchmarks/bench_hessian.py),
-# an unrolled graph of that size builds, rewrites and runs faster than the batched one; beyond it, it grows too big.
-UNROLL_MAX = 16
+# "auto" unrolls one gradient per element of y up to this static size. Measured (benchmarks/bench_hessian.py,
+# threshold section, and the 20-op scalar expression of tests/rewrite/test_simplify_indexing.py; 2 CPUs): for a
+# graph of scalars picked from x, unrolled is smaller and faster at size 4 (10 nodes, 0.44 ms against 12 nodes,
+# 0.47 ms); for W1's Hessian unrolled is faster at size 1, about even at 2-4 (compiled 0.68 ms against 0.62 ms at
+# 4), and slower from there (interpreted 1.1 ms against 0.30 ms at 16), while its build grows with the size
+# (0.2 s at 16, 0.75 s at 64, against 0.03 s batched).
+UNROLL_MAX = 4
 
 
 def jacobian(

@@ -13,12 +13,14 @@ sizes up to ``nbdiff.gradient.UNROLL_MAX``): for declared sizes, build + first c
 unrolled graph against the batched one (interpreted).
 
 Peers are optional (``pip install -e ".[bench]"``): a missing one prints "not installed".
-Run: ``python benchmarks/bench_hessian.py`` (``--quick``: 5 repeats instead of 15; ``--only hessian,threshold``).
+Run: ``python benchmarks/bench_hessian.py`` (``--quick``: 5 repeats instead of 15; ``--only hessian,threshold``;
+``--json PATH``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from typing import Any, Callable
@@ -84,7 +86,7 @@ def pytensor_hessian() -> Callable[[np.ndarray], Any] | str:
     return fn
 
 
-def run_hessian(repeats: int) -> None:
+def run_hessian(repeats: int, figures: dict) -> None:
     print("Hessian of W1, x of unknown size: medians, ratio to JAX (or to nbdiff compiled without JAX)")
     contestants: dict[str, Any] = {
         "nbdiff interpreted": nbdiff_hessian("numpy"),
@@ -109,9 +111,10 @@ def run_hessian(repeats: int) -> None:
         reference = medians.get("jax.hessian (jit)", medians["nbdiff compiled"])
         for label, seconds in medians.items():
             print(f"  n={n:>5}  {label:<20} {format_seconds(seconds)}  {seconds / reference:7.2f}x")
+            figures.setdefault("hessian", {}).setdefault(str(n), {})[label] = seconds
 
 
-def run_threshold(repeats: int) -> None:
+def run_threshold(repeats: int, figures: dict) -> None:
     print("Unrolled against batched Jacobian rows (Hessian of W1, declared size, interpreted)")
     print("  n      build+1st unrolled  batched   per call unrolled  batched")
     for n in THRESHOLD_SIZES:
@@ -125,6 +128,7 @@ def run_threshold(repeats: int) -> None:
             builds[mode] = time.perf_counter() - start
             calls[mode] = f
         medians = interleaved_many({m: (lambda f=f, v=x_value: f(v)) for m, f in calls.items()}, repeats)
+        figures.setdefault("threshold", {})[str(n)] = {"build": builds, "call": medians}
         print(
             f"  {n:<5}  {format_seconds(builds['unroll'])}  {format_seconds(builds['reverse'])}"
             f"        {format_seconds(medians['unroll'])}  {format_seconds(medians['reverse'])}"
@@ -135,14 +139,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repeats instead of 15")
     parser.add_argument("--only", default="threshold,hessian", help="sections to run: threshold, hessian")
+    parser.add_argument("--json", metavar="PATH", help="save the figures")
     args = parser.parse_args()
     repeats = 5 if args.quick else 15
-    print(machine_info())
+    figures: dict = {"machine": machine_info()}
+    print(figures["machine"])
     sections = args.only.split(",")
     if "threshold" in sections:
-        run_threshold(repeats)
+        run_threshold(repeats, figures)
     if "hessian" in sections:
-        run_hessian(repeats)
+        run_hessian(repeats, figures)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=2)
 
 
 if __name__ == "__main__":

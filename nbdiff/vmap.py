@@ -147,14 +147,48 @@ def _checked(value: Variable, ruler: Variable, what: str) -> Variable:
     return broadcast_like(value, lead.astype(value.dtype) if lead.dtype != value.dtype else lead)
 
 
-def vmap(fn: Callable[..., Any], in_axes: Any = 0, out_axes: int = 0) -> Callable[..., Any]:
-    """``fn`` (a function of graph variables) mapped over a batch axis of its arguments, as JAX's ``vmap``.
+def _substituted(outputs: Sequence[Variable], mapping: Mapping[Variable, Variable]) -> list[Variable]:
+    """``outputs`` rebuilt with each key of ``mapping`` replaced by its value (types must match)."""
+    from nbdiff.rewrite.engine import rebuild
+
+    env = {id(k): v for k, v in mapping.items()}
+    for node in toposort(list(outputs)):
+        if any(id(v) in env for v in node.inputs):
+            new = rebuild(node, [env.get(id(v), v) for v in node.inputs])
+            env.update({id(old): out for old, out in zip(node.outputs, new.outputs)})
+    return [env.get(id(out), out) for out in outputs]
+
+
+def _graph_as_function(graph: Any) -> Callable[..., Any]:
+    """A graph (anything with ``inputs`` and ``outputs``, such as an ``nd.function``'s ``graph_as_written``) as a
+    function of new variables, each taking the place of one input."""
+    inputs, outputs = list(graph.inputs), list(graph.outputs)
+
+    def call(*args: Variable) -> list[Variable]:
+        if len(args) != len(inputs):
+            raise node_error(GraphError, "vmap", f"the graph takes {len(inputs)} input(s), got {len(args)}")
+        for position, (old, new) in enumerate(zip(inputs, args)):
+            if old.ndim != new.ndim or old.dtype != new.dtype:
+                raise node_error(
+                    GraphError, "vmap", f"argument {position}: {new.type} does not fit input {old.label()}", [new]
+                )
+        return _substituted(outputs, dict(zip(inputs, args)))
+
+    return call
+
+
+def vmap(fn_or_graph: Any, in_axes: Any = 0, out_axes: int = 0) -> Callable[..., Any]:
+    """A function of graph variables (or a graph: an ``nd.function``, or anything with ``inputs`` and
+    ``outputs``) mapped over a batch axis of its arguments, as JAX's ``vmap``.
 
     ``in_axes`` gives, per argument (or one for all), the batch axis or ``None`` for an unbatched argument; every
     output gets the batch axis in front (``out_axes=0``). The batched graph has no loop: each op batches by rule.
+    A graph is batched as written (before its rewrites), so a function gives a list of outputs.
     """
     if out_axes != 0:
         raise node_error(GraphError, "vmap", f"only out_axes=0 is supported, got {out_axes!r}")
+    graph = getattr(fn_or_graph, "graph_as_written", fn_or_graph)
+    fn = _graph_as_function(graph) if hasattr(graph, "inputs") and hasattr(graph, "outputs") else fn_or_graph
     if not callable(fn):
         raise node_error(GraphError, "vmap", f"expected a function of graph variables, got {type(fn).__name__}")
 

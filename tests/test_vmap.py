@@ -134,3 +134,16 @@ def test_all_unbatched_or_a_non_function_is_refused():
         nd.vmap(nd.tanh, in_axes=None)(X)
     with pytest.raises(GraphError, match="expected a function"):
         nd.vmap(X)
+
+
+def test_vmap_of_a_function_batches_its_graph_as_written():
+    x, w = nd.vector("x"), nd.vector("w")
+    single = nd.function([x, w], [nd.tanh(x) * w, nd.sum(x)])
+    X = nd.matrix("X")
+    batched = nd.vmap(single, in_axes=(0, None))(X, w)
+    xs, wv = np.random.default_rng(0).normal(size=(3, 4)), np.random.default_rng(1).normal(size=4)
+    got = nd.function([X, w], batched)(xs, wv)
+    np.testing.assert_allclose(got[0], np.tanh(xs) * wv)
+    np.testing.assert_allclose(got[1], xs.sum(axis=1))
+    with pytest.raises(GraphError, match="does not fit input"):
+        nd.vmap(single)(X, nd.matrix("W", dtype="float32"))

@@ -147,3 +147,11 @@ def test_vmap_of_a_function_batches_its_graph_as_written():
     np.testing.assert_allclose(got[1], xs.sum(axis=1))
     with pytest.raises(GraphError, match="does not fit input"):
         nd.vmap(single)(X, nd.matrix("W", dtype="float32"))
+
+
+def test_every_op_has_a_batching_rule_but_the_documented_ones():
+    """Adding an op means stating how it batches (or adding it here, where it is unrolled over a static batch)."""
+    from nbdiff.graph.basic import registered_ops
+
+    without = {name for name, cls in registered_ops().items() if cls.batch is None}
+    assert without == {"Arange", "DiagMatrix", "Diagonal", "EmbedDiagonal", "FusedElemwise"}

@@ -117,3 +117,15 @@ def test_hessian_of_unknown_size_fuses_and_compiles():
     np.testing.assert_allclose(f(X), nd.function([x], nd.hessian(COSTS["W1"](x), x, mode="forward"))(X), rtol=1e-12)
     assert f.status == "compiled"
     assert any("gradient" in repr(k) for k in f.kernels)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_float32_hessian_of_unknown_size_stays_float32(mode):
+    x = nd.vector("x", dtype="float32")
+    f = nd.function([x], nd.hessian(COSTS["W1"](x), x, mode=mode))
+    got = f(X.astype("float32"))
+    assert got.dtype == np.float32
+    assert all(v.dtype == "float32" for node in f.graph.nodes for v in node.outputs if v.dtype.startswith("float"))
+    x64 = nd.vector("x")
+    expected = nd.function([x64], nd.hessian(COSTS["W1"](x64), x64))(X)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -17,6 +17,7 @@ from nbdiff.ops.scan import scan
 from nbdiff.testing import check_grads
 from nbdiff.user_ops import custom_op, elemwise, foreign, op_from_graph
 from nbdiff.variables import matrix, scalar, tensor, vector
+from nbdiff.vmap import vmap
 
 __version__ = "0.1.0"
 
@@ -67,5 +68,6 @@ __all__ = [
     "scan",
     "tensor",
     "vector",
+    "vmap",
     *_ops_all,
 ]

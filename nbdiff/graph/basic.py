@@ -451,7 +451,9 @@ class Op:
     - ``infer(*inputs)`` (type and shape inference; raises a typed error naming the op on bad input),
     - ``perform(*arrays)`` (NumPy, the reference semantics every backend must match),
     - ``pullback(node, output_grads)`` (vector-Jacobian product built from graph ops),
-    - ``pushforward(node, input_tangents)`` (optional Jacobian-vector product; ``Rop`` derives it otherwise).
+    - ``pushforward(node, input_tangents)`` (optional Jacobian-vector product; ``Rop`` derives it otherwise),
+    - ``batch(node, inputs, batched, size)`` (optional batching rule for ``vmap``; unrolled over a static batch
+      otherwise; shared rules live in ``nbdiff.ops.batching``).
 
     Ops are frozen dataclasses (or parameterless classes): equal parameters mean the same op, which is what
     hash-consing needs. Concrete subclasses register themselves; a registry test checks the contract.
@@ -516,6 +518,7 @@ class Op:
         raise NotImplementedError(f"{type(self).__name__} does not implement pullback")
 
     pushforward: Any = None  # optional: (node, input_tangents) -> list[Variable | None]
+    batch: Any = None  # optional: (node, inputs, batched, size) -> outputs with a leading batch axis (nbdiff.vmap)
 
     # -- construction --------------------------------------------------------------------------------------------
     def prepare_inputs(self, inputs: Sequence[Any]) -> list[Variable]:

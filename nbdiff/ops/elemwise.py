@@ -29,6 +29,7 @@ from nbdiff.graph.types import (
     is_integer,
     numpy_result_dtype,
 )
+from nbdiff.ops import batching
 from nbdiff.ops import broadcast as bc
 from nbdiff.ops.special import erf as erf_numpy
 from nbdiff.ops.special import float_dtype_for
@@ -36,6 +37,8 @@ from nbdiff.ops.special import float_dtype_for
 
 class Elemwise(Op):
     """Base class of elementwise ops with NumPy broadcasting."""
+
+    batch = batching.batch_broadcasting
 
     abstract = True
     nin: ClassVar[int]

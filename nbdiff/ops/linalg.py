@@ -15,6 +15,7 @@ import numpy as np
 from nbdiff.errors import ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable
 from nbdiff.graph.types import TensorType, broadcast_shapes, is_float, numpy_result_dtype
+from nbdiff.ops import batching
 from nbdiff.ops import broadcast as bc
 from nbdiff.ops.elemwise import add, mul
 from nbdiff.ops.reduce import Sum
@@ -113,9 +114,26 @@ class MatMul(Op):
             return [None]
         return [terms[0] if len(terms) == 1 else add(terms[0], terms[1])]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """Vectors become matrices, both operands get the batch axis in front of their stack axes, then squeeze."""
+        from nbdiff.ops.batching import align
+        from nbdiff.ops.shape import squeeze
+
+        (a, b), (a0, b0) = inputs, node.inputs
+        if a0.ndim == 1:
+            a = expand_dims(a, -2)
+        if b0.ndim == 1:
+            b = expand_dims(b, -1)
+        rank = max(a0.ndim, b0.ndim, 2)
+        out = self(align(a, batched[0], rank), align(b, batched[1], rank))
+        axes = ((-1,) if b0.ndim == 1 else ()) + ((-2,) if a0.ndim == 1 else ())
+        return [squeeze(out, axes) if axes else out]
+
 
 class MatrixTranspose(Op):
     """The transpose of each matrix in a stack: the last two axes swapped (NumPy's ``matrix_transpose``)."""
+
+    batch = batching.batch_per_leading_axis
 
     def infer(self, x: Variable) -> list[TensorType]:
         if x.ndim < 2:

@@ -18,6 +18,7 @@ import numpy as np
 from nbdiff.errors import AxisError, DTypeError, GraphError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
 from nbdiff.graph.types import TensorType, as_dtype, normalize_axes, numpy_result_dtype, static_shape
+from nbdiff.ops import batching
 from nbdiff.ops import broadcast as bc
 from nbdiff.ops import sizes
 
@@ -165,9 +166,23 @@ class Reshape(Op):
         (t,) = tangents
         return [None if t is None else Reshape(self.shape)(t)]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """``(batch, *shape)``; a -1 that static sizes cannot resolve follows the first batch element's result."""
+        shape = self.shape
+        if -1 in shape:
+            shape = self.static_shape(node.inputs[0])
+        if None not in shape:
+            return [Reshape((-1, *shape))(inputs[0])]
+        if size.static is not None:
+            return [Reshape((size.static, *self.shape))(inputs[0])]
+        first = Reshape(self.shape)(inputs[0][0])  # one element's result: its run-time shape is every element's
+        return [ReshapeLike()(inputs[0], size.materialise(first))]
+
 
 class ReshapeLike(Op):
     """``reshape_like(g, x)``: ``g`` reshaped to ``x``'s run-time shape (reshape's gradient when x has unknown dims)."""
+
+    batch = batching.batch_per_leading_axis
 
     def infer(self, g: Variable, like: Variable) -> list[TensorType]:
         sizes = _known_size(g.shape), _known_size(like.shape)
@@ -239,6 +254,10 @@ class Transpose(Op):
         (t,) = tangents
         return [None if t is None else Transpose(self.axes)(t)]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """The batch axis stays in front; the permutation moves one place right."""
+        return [Transpose((0, *(a + 1 for a in self.axes)))(inputs[0])]
+
 
 def transpose(x: Any, axes: Sequence[int] | None = None) -> Variable:
     """``x`` with its axes permuted (``axes=None`` reverses them), as NumPy's ``transpose``."""
@@ -260,6 +279,8 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Variable:
 @dataclass(frozen=True, eq=False)
 class ExpandDims(Op):
     """``expand_dims(x, axis)``: insert length-1 dimensions at ``axes`` (positions in the result)."""
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
 
@@ -300,6 +321,8 @@ def expand_dims(x: Any, axis: Any) -> Variable:
 @dataclass(frozen=True, eq=False)
 class Squeeze(Op):
     """``squeeze(x, axis)``: remove the length-1 dimensions ``axes`` (unknown ones are checked at run time)."""
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
 
@@ -374,6 +397,13 @@ class BroadcastTo(Op):
         (t,) = tangents
         return [None if t is None else BroadcastTo(self.shape)(t)]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """Broadcast against a ``(1, *shape)`` template, so the batch axis keeps its run-time length."""
+        from nbdiff.ops.batching import align
+
+        template = BroadcastTo((1, *self.shape))(constant(0, node.out.dtype))
+        return [bc.broadcast_like(align(inputs[0], True, len(self.shape)), template)]
+
 
 def broadcast_to(x: Any, shape: Any) -> Variable:
     """``x`` broadcast to ``shape`` (ints or size scalars), as NumPy's ``broadcast_to``."""
@@ -393,6 +423,8 @@ def broadcast_to(x: Any, shape: Any) -> Variable:
 @dataclass(frozen=True, eq=False)
 class Concatenate(Op):
     """``concatenate(xs, axis)``: the inputs joined along an existing axis; dtype is NumPy's result type."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int
 
@@ -429,6 +461,8 @@ class Concatenate(Op):
 @dataclass(frozen=True, eq=False)
 class Split(Op):
     """``split(x, *likes)``: ``x`` cut along ``axis`` into pieces as long as each ``like`` (concatenate's adjoint)."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int
 
@@ -490,6 +524,8 @@ def concatenate(arrays: Sequence[Any], axis: int | None = 0) -> Variable:
 class Stack(Op):
     """``stack(xs, axis)``: equally shaped inputs joined along a new axis at position ``axis`` of the result."""
 
+    batch = batching.batch_shifting_axes
+
     axis: int
 
     def infer(self, *inputs: Variable) -> list[TensorType]:
@@ -522,6 +558,8 @@ class Stack(Op):
 @dataclass(frozen=True, eq=False)
 class Unstack(Op):
     """``unstack(x, count, axis)``: the ``count`` slices of ``x`` along ``axis`` (stack's adjoint)."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int
     count: int

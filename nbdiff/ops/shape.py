@@ -18,9 +18,8 @@ import numpy as np
 from nbdiff.errors import AxisError, DTypeError, GraphError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
 from nbdiff.graph.types import TensorType, as_dtype, normalize_axes, numpy_result_dtype, static_shape
-from nbdiff.ops import batching
+from nbdiff.ops import batching, sizes
 from nbdiff.ops import broadcast as bc
-from nbdiff.ops import sizes
 
 
 # ---------------------------------------------------------------------------------------------------------------

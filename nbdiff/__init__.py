@@ -13,9 +13,11 @@ from nbdiff.graph.basic import Constant, Variable, constant
 from nbdiff.graph.printing import dprint
 from nbdiff.ops import *  # noqa: F401,F403
 from nbdiff.ops import __all__ as _ops_all
+from nbdiff.ops.scan import scan
 from nbdiff.testing import check_grads
 from nbdiff.user_ops import custom_op, elemwise, foreign, op_from_graph
 from nbdiff.variables import matrix, scalar, tensor, vector
+from nbdiff.vmap import vmap
 
 __version__ = "0.1.0"
 
@@ -63,7 +65,9 @@ __all__ = [
     "options",
     "matrix",
     "scalar",
+    "scan",
     "tensor",
     "vector",
+    "vmap",
     *_ops_all,
 ]

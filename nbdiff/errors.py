@@ -106,6 +106,9 @@ def describe_inputs(values: Iterable[object]) -> str:
     return ", ".join(parts)
 
 
+_MORE_ORIGINS = 3  # further construction sites of a shared node named in an error
+
+
 def node_error(
     cls: type[NbdiffError],
     op_name: str,
@@ -121,7 +124,11 @@ def node_error(
     if inputs:
         lines.append(f"  inputs: {describe_inputs(inputs)}")
     if provenance is not None:
-        lines.append(f"  created at {provenance.describe()}")
+        first, *others = provenance.ordered_for_now()
+        lines.append(f"  created at {first.describe()}")
+        lines.extend(f"  also built at {origin.describe()}" for origin in others[:_MORE_ORIGINS])
+        if len(others) > _MORE_ORIGINS:
+            lines.append(f"  (and at {len(others) - _MORE_ORIGINS} more places)")
     else:
         site = current_site()
         if site is not None:

@@ -366,48 +366,158 @@ def pushforward_by_transposition(node: Apply, tangents: Sequence[Variable | None
     return [acc.total(seed) if seed is not None else None for seed in seeds]
 
 
-def jacobian(y: Variable, wrt: Variable | Sequence[Variable], *, disconnected: Disconnected = "raise") -> Any:
-    """Jacobian of ``y`` with respect to ``wrt``: shape ``y.shape + wrt.shape``, one gradient per element of y.
+JacobianMode = Literal["auto", "unroll", "reverse", "forward"]
 
-    The rows are unrolled in the graph, so ``y`` needs a statically known size (declare ``shape=`` on inputs).
+# "auto" unrolls one gradient per element of y up to this static size. Measured (benchmarks/bench_hessian.py,
+# threshold section, and the 20-op scalar expression of tests/rewrite/test_simplify_indexing.py; 2 CPUs): for a
+# graph of scalars picked from x, unrolled is smaller and faster at size 4 (10 nodes, 0.44 ms against 12 nodes,
+# 0.47 ms); for W1's Hessian unrolled is faster at size 1, about even at 2-4 (compiled 0.68 ms against 0.62 ms at
+# 4), and slower from there (interpreted 1.1 ms against 0.30 ms at 16), while its build grows with the size
+# (0.2 s at 16, 0.75 s at 64, against 0.03 s batched).
+UNROLL_MAX = 4
+
+
+def jacobian(
+    y: Variable,
+    wrt: Variable | Sequence[Variable],
+    *,
+    disconnected: Disconnected = "raise",
+    mode: JacobianMode = "auto",
+) -> Any:
+    """Jacobian of ``y`` with respect to ``wrt``: shape ``y.shape + wrt.shape``, for sizes known or not.
+
+    ``mode="reverse"`` batches the pullback over the rows of an identity of y's size (one graph, no loop, as
+    JAX's ``jacrev``); ``"forward"`` batches the pushforward over the columns of an identity of wrt's size
+    (``jacfwd``); ``"unroll"`` builds one gradient per element of y (a static size); ``"auto"`` unrolls for a static
+    size up to ``UNROLL_MAX`` and goes reverse otherwise.
     """
-    from nbdiff.ops.shape import reshape, stack
-
     y = as_variable(y)
     wrt_list, as_list = _as_list(wrt)
+    wrt_list = _validate_wrt(wrt_list, "jacobian")
+    if mode not in ("auto", "unroll", "reverse", "forward"):
+        raise GradientError(f"jacobian: mode must be 'auto', 'unroll', 'reverse' or 'forward', got {mode!r}")
     size = y.type.size
-    if size is None:
-        raise node_error(
-            GradientError,
-            "jacobian",
-            f"y has shape {y.shape} with unknown dimensions; the jacobian unrolls one gradient per element of y, "
-            f"so declare static shapes on the inputs (e.g. nd.vector('x', shape=(3,)))",
-            [y],
-        )
     if size == 0:
         raise node_error(GradientError, "jacobian", "y has no elements", [y])
     if y.ndim == 0:
-        return grad(y, wrt, disconnected=disconnected)
-    flat = y if y.ndim == 1 else reshape(y, (size,))
-    rows = [grad(flat[i], wrt_list, disconnected=disconnected) for i in range(size)]
-    results = []
-    for position, var in enumerate(wrt_list):
-        stacked = stack([row[position] for row in rows])
-        if y.ndim > 1:
-            if list(var.shape).count(None) > 1:
-                raise node_error(
-                    GradientError, "jacobian", "a y with 2 or more dimensions needs wrt of known shape", [y, var]
-                )
-            stacked = reshape(stacked, tuple(y.shape) + tuple(-1 if d is None else d for d in var.shape))
-        results.append(stacked)
+        return grad(y, wrt if as_list else wrt_list[0], disconnected=disconnected)
+    if mode == "unroll" or (mode == "auto" and size is not None and size <= UNROLL_MAX):
+        if size is None:
+            raise node_error(
+                GradientError, "jacobian", f"mode='unroll' needs y of known size, got shape {y.shape}", [y]
+            )
+        results = _jacobian_unrolled(y, wrt_list, size, disconnected)
+    elif mode == "forward":
+        results = [_jacobian_forward(y, var, disconnected) for var in wrt_list]
+    else:
+        results = _jacobian_reverse(y, wrt_list, disconnected)
     return results if as_list else results[0]
 
 
-def hessian(cost: Variable, wrt: Variable | Sequence[Variable], *, disconnected: Disconnected = "raise") -> Any:
-    """Hessian of a scalar ``cost``: for each ``wrt`` the matrix of second derivatives, shape ``wrt.shape * 2``."""
+def _flat(v: Variable) -> Variable:
+    from nbdiff.ops.shape import reshape
+
+    return v if v.ndim == 1 else reshape(v, (-1,))
+
+
+def _unflatten(rows: Variable, y: Variable, var: Variable) -> Variable:
+    """``rows`` (one row per element of y, each shaped like ``var``) as ``y.shape + var.shape``."""
+    from nbdiff.ops.broadcast import broadcast_like
+    from nbdiff.ops.shape import ReshapeLike, expand_dims, reshape
+
+    if y.ndim == 1:
+        return rows
+    dims = (*y.shape, *var.shape)
+    if dims.count(None) <= 1:
+        return reshape(rows, tuple(-1 if d is None else d for d in dims))
+    tail = tuple(range(y.ndim, y.ndim + var.ndim))
+    like = broadcast_like(expand_dims(y, tail) if tail else y, expand_dims(var, tuple(range(y.ndim))))
+    return ReshapeLike()(rows, like)  # like: y.shape + var.shape at run time, a broadcast view (no copy)
+
+
+def _identity_like(flat: Variable) -> Variable:
+    """The identity matrix of ``flat``'s run-time length (a diagonal of ones), the batch of unit seeds."""
+    from nbdiff.ops.broadcast import ones_like
+    from nbdiff.ops.shape import DiagMatrix
+
+    return DiagMatrix(0)(ones_like(flat, flat.dtype if is_float(flat.dtype) else "float64"))
+
+
+def _jacobian_unrolled(y: Variable, wrt: list[Variable], size: int, disconnected: Disconnected) -> list[Variable]:
+    from nbdiff.ops.shape import stack
+
+    flat = _flat(y)
+    rows = [grad(flat[i], wrt, disconnected=disconnected) for i in range(size)]
+    return [_unflatten(stack([row[k] for row in rows]), y, var) for k, var in enumerate(wrt)]
+
+
+def _jacobian_reverse(y: Variable, wrt: list[Variable], disconnected: Disconnected) -> list[Variable]:
+    """The pullback of a placeholder seed, batched over the rows of the identity: one graph for every row."""
+    from nbdiff.variables import tensor
+    from nbdiff.vmap import BatchSize, batch_graph
+
+    flat = _flat(y)
+    seed = tensor("jacobian_seed", dtype=flat.dtype if is_float(flat.dtype) else "float64", shape=flat.shape)
+    pulled = Lop(flat, wrt, seed, disconnected=disconnected)
+    eye = _identity_like(flat)
+    with transform("jacobian (batched pullback)"):
+        rows = batch_graph(pulled, {seed: eye}, BatchSize(_identity_ruler(eye)))
+    return [_unflatten(r, y, var) for r, var in zip(rows, wrt)]
+
+
+def _jacobian_forward(y: Variable, var: Variable, disconnected: Disconnected) -> Variable:
+    """The pushforward of a placeholder tangent, batched over the columns of the identity of ``var``'s size."""
+    from nbdiff.ops.shape import ReshapeLike, transpose
+    from nbdiff.variables import tensor
+    from nbdiff.vmap import BatchSize, batch_graph
+
+    flat = _flat(y)
+    if disconnected == "raise" and not _connected(flat, var):
+        _finish(_Accumulator(), [flat], [var], "raise", "jacobian")  # raises DisconnectedInputError
+    tangent = tensor("jacobian_tangent", dtype=var.dtype if is_float(var.dtype) else "float64", shape=var.shape)
+    pushed = Rop(flat, var, tangent)
+    eye = _identity_like(_flat(var))
+    by_column = BatchSize(_identity_ruler(eye))
+    columns = eye if var.ndim == 1 else ReshapeLike()(eye, by_column.materialise(var))
+    with transform("jacobian (batched pushforward)"):
+        (stacked,) = batch_graph([pushed], {tangent: columns}, by_column)
+    rows = transpose(stacked)  # one row per element of y, one column per element of var
+    if var.ndim != 1:
+        rows = ReshapeLike()(rows, BatchSize(flat).materialise(var))
+    return _unflatten(rows, y, var)
+
+
+def _connected(flat: Variable, var: Variable) -> bool:
+    nodes, relevant = _walk([flat], [var])
+    return id(flat) in relevant
+
+
+def _identity_ruler(eye: Variable) -> Variable:
+    """A vector as long as the identity (its first column), the batch's ruler."""
+    return eye[:, 0]
+
+
+def hessian(
+    cost: Variable,
+    wrt: Variable | Sequence[Variable],
+    *,
+    disconnected: Disconnected = "raise",
+    mode: JacobianMode = "auto",
+) -> Any:
+    """Hessian of a scalar ``cost``: for each ``wrt`` the matrix of second derivatives, shape ``wrt.shape * 2``.
+
+    The Jacobian of the gradient (``mode`` as in ``jacobian``): for unknown sizes a batched pullback of the
+    gradient graph (reverse over reverse), one graph whatever the size.
+    """
+    cost = as_variable(cost)
+    if cost.ndim != 0:
+        raise node_error(
+            GradientError, "hessian", f"the cost must be a scalar, got shape {cost.shape}; sum it first", [cost]
+        )
     wrt_list, as_list = _as_list(wrt)
+    wrt_list = _validate_wrt(wrt_list, "hessian")
     results = []
     for var in wrt_list:
         g = grad(cost, var, disconnected=disconnected)
-        results.append(jacobian(g, var, disconnected="zero"))
+        results.append(jacobian(g, var, disconnected="zero", mode=mode))
     return results if as_list else results[0]

@@ -315,6 +315,39 @@ def test_run_time_error_inside_a_gradient_names_the_forward_line():
     assert at(forward) in message_of(info)
 
 
+def _product_built_first(a, b):
+    return a * b
+
+
+def _product_built_again_and_called(a, b):
+    product = a * b  # the same node as _product_built_first's (hash-consing)
+    f = nd.function([a, b], product)
+    return f(np.ones(3), np.ones(4))
+
+
+def test_a_shared_node_names_the_running_code_line_first():
+    a, b = nd.vector("a"), nd.vector("b")
+    _product_built_first(a, b)
+    first = _product_built_first.__code__.co_firstlineno + 1
+    again = _product_built_again_and_called.__code__.co_firstlineno + 1
+    with pytest.raises(ShapeError) as info:
+        _product_built_again_and_called(a, b)
+    text = message_of(info)
+    assert f"created at {at(again)}: product = a * b" in text
+    assert f"also built at {at(first)}: return a * b" in text
+
+
+def test_a_shared_node_from_another_cell_names_the_running_cell_first():
+    a, b = nd.vector("a"), nd.vector("b")
+    cells = {"a": a, "b": b, "nd": nd, "np": np}
+    exec(compile("first = a * b\n", "<cell 1>", "exec"), cells)
+    second = "again = a * b\nf = nd.function([a, b], again)\nf(np.ones(3), np.ones(4))\n"
+    with pytest.raises(ShapeError) as info:
+        exec(compile(second, "<cell 2>", "exec"), cells)
+    text = message_of(info)
+    assert text.index("created at <cell 2>:1") < text.index("also built at <cell 1>:1")
+
+
 # -- a variable used as a Python value ---------------------------------------------------------------------------------
 def test_truth_value_of_a_variable():
     x = nd.vector("x")

@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from nbdiff.backends import numba_loading
+from nbdiff.backends import (
+    cpu_scan,  # noqa: F401  (registers the Scan kernel with cpu_ops)
+    numba_loading,
+)
 from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, read_inputs, structure_problem
 from nbdiff.backends.compilation import Compilation, CompiledPlan, Module, Unit, gentle_switching

@@ -6,7 +6,9 @@ subexpressions merge for free and nodes can be dict keys. Each node keeps the pr
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
@@ -46,8 +48,17 @@ class Variable:
 
     @property
     def shape(self) -> tuple:
-        """The static shape: ints where known, ``None`` where only known at run time."""
-        return self.type.shape
+        """The shape as values: a Python int per known dimension, an int64 graph scalar (``x.shape[i]`` is
+        ``shape_at{axis=i}(x)``) per dimension known only at run time.
+
+        nbdiff's own code reads the static shape here (``None`` for unknown dimensions, as ``self.type.shape``):
+        the caller's module decides, so the package's many static checks need no second spelling.
+        """
+        if sys._getframe(1).f_code.co_filename.startswith(_PACKAGE_DIR) or None not in self.type.shape:
+            return self.type.shape
+        from nbdiff.ops.sizes import shape_tuple
+
+        return shape_tuple(self)
 
     @property
     def ndim(self) -> int:
@@ -100,8 +111,8 @@ class Variable:
         )
 
     def __len__(self) -> int:
-        if self.ndim and self.shape[0] is not None:
-            return self.shape[0]
+        if self.ndim and self.type.shape[0] is not None:
+            return self.type.shape[0]
         raise node_error(GraphError, self.label(), "len() needs a known first dimension", [self])
 
     # -- arithmetic (NumPy semantics; implemented in nbdiff.ops) -------------------------------------------------
@@ -264,6 +275,7 @@ class Apply:
         return (rebuilt_node, (records, position))
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # nbdiff's own code sees static shapes
 _NODE_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _CONSTANT_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()
@@ -439,7 +451,9 @@ class Op:
     - ``infer(*inputs)`` (type and shape inference; raises a typed error naming the op on bad input),
     - ``perform(*arrays)`` (NumPy, the reference semantics every backend must match),
     - ``pullback(node, output_grads)`` (vector-Jacobian product built from graph ops),
-    - ``pushforward(node, input_tangents)`` (optional Jacobian-vector product; ``Rop`` derives it otherwise).
+    - ``pushforward(node, input_tangents)`` (optional Jacobian-vector product; ``Rop`` derives it otherwise),
+    - ``batch(node, inputs, batched, size)`` (optional batching rule for ``vmap``; unrolled over a static batch
+      otherwise; shared rules live in ``nbdiff.ops.batching``).
 
     Ops are frozen dataclasses (or parameterless classes): equal parameters mean the same op, which is what
     hash-consing needs. Concrete subclasses register themselves; a registry test checks the contract.
@@ -447,6 +461,7 @@ class Op:
 
     abstract: ClassVar[bool] = True
     nout: ClassVar[int] = 1
+    nonnegative: ClassVar[bool] = False  # every output is >= 0 (or NaN) for every input: rewrites may rely on it
     _snake_name: ClassVar[str] = "op"
 
     def __init_subclass__(cls, **kwargs: Any):
@@ -503,6 +518,7 @@ class Op:
         raise NotImplementedError(f"{type(self).__name__} does not implement pullback")
 
     pushforward: Any = None  # optional: (node, input_tangents) -> list[Variable | None]
+    batch: Any = None  # optional: (node, inputs, batched, size) -> outputs with a leading batch axis (nbdiff.vmap)
 
     # -- construction --------------------------------------------------------------------------------------------
     def prepare_inputs(self, inputs: Sequence[Any]) -> list[Variable]:
@@ -542,6 +558,16 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return (value.dtype.name, value.shape, value.tobytes())
     return value
+
+
+def is_nonnegative(var: Variable) -> bool:
+    """Whether ``var`` is provably >= 0 (or NaN) everywhere: a bool or unsigned value, a constant with no negative
+    entry, or an output of an op class that declares ``nonnegative`` (exp, abs, sqrt, square, softmax, ...)."""
+    if var.dtype == "bool" or var.dtype.startswith("uint"):
+        return True
+    if isinstance(var, Constant):
+        return bool(np.all(~(var.data < 0)))
+    return var.owner is not None and type(var.owner.op).nonnegative
 
 
 def registered_ops() -> dict[str, type[Op]]:

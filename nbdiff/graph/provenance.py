@@ -92,6 +92,25 @@ class Provenance:
     def describe(self) -> str:
         return self.primary.describe()
 
+    def ordered_for_now(self) -> list[Origin]:
+        """The origins, the one the running code is about first: sites in a function now on the user's call stack
+        (innermost first), then sites in the file or cell running now, then the others; the latest first among equals.
+        Hash-consing shares a node between every line that builds it, so the first builder may be another cell."""
+        stack = _user_stack()
+        current_file = stack[0][0] if stack else None
+
+        def rank(position: int) -> tuple:
+            site = self.origins[position].site
+            if site is None:
+                return (3, position)
+            if (site.filename, site.function) in stack:
+                return (0, stack.index((site.filename, site.function)), -position)
+            if site.filename == current_file:
+                return (1, -position)
+            return (2, -position)
+
+        return [self.origins[i] for i in sorted(range(len(self.origins)), key=rank)]
+
     def __repr__(self) -> str:
         return f"Provenance({self.describe()!r})"
 
@@ -105,6 +124,18 @@ def _user_frame():
             return frame
         frame = frame.f_back
     return None
+
+
+def _user_stack() -> list[tuple[str, str]]:
+    """``(filename, function)`` of every frame outside nbdiff now running, innermost first."""
+    frames = []
+    frame = _user_frame()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<frozen"):
+            frames.append((filename, frame.f_code.co_name))
+        frame = frame.f_back
+    return frames
 
 
 def current_site() -> Site | None:

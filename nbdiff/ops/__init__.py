@@ -17,5 +17,16 @@ from nbdiff.ops.reduce import *  # noqa: F401,F403
 from nbdiff.ops.reduce import __all__ as _reduce_all
 from nbdiff.ops.shape import *  # noqa: F401,F403
 from nbdiff.ops.shape import __all__ as _shape_all
+from nbdiff.ops.sizes import *  # noqa: F401,F403
+from nbdiff.ops.sizes import __all__ as _sizes_all
 
-__all__ = [*_broadcast_all, *_elemwise_all, *_indexing_all, *_linalg_all, *_nnet_all, *_reduce_all, *_shape_all]
+__all__ = [
+    *_broadcast_all,
+    *_elemwise_all,
+    *_indexing_all,
+    *_linalg_all,
+    *_nnet_all,
+    *_reduce_all,
+    *_shape_all,
+    *_sizes_all,
+]

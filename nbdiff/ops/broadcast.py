@@ -18,6 +18,7 @@ from nbdiff.errors import DTypeError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable
 from nbdiff.graph.dims import broadcast_dims
 from nbdiff.graph.types import TensorType, as_dtype, broadcast_array_shapes, broadcast_shapes, is_float
+from nbdiff.ops import batching
 
 
 def _reduced_axes(from_shape: tuple[int, ...], to_shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -59,9 +60,21 @@ class SumToLike(Op):
         t, _ = tangents
         return [None if t is None else sum_to_like(t, node.inputs[1])]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """Both batched; the axes ``g`` has beyond ``like`` (after the batch axis) summed first, then the rest."""
+        from nbdiff.ops.reduce import Sum
+
+        g, like = (v if b else size.materialise(v) for v, b in zip(inputs, batched))
+        extra = g.ndim - like.ndim
+        if extra:
+            g = Sum(tuple(range(1, extra + 1)))(g)
+        return [SumToLike()(g, like)]
+
 
 class BroadcastLike(Op):
     """``broadcast_like(a, x)``: ``a`` broadcast to the shape of ``broadcast(a, x)`` (x's shape, usually)."""
+
+    batch = batching.batch_broadcasting
 
     def infer(self, a: Variable, like: Variable) -> list[TensorType]:
         return [TensorType(a.dtype, broadcast_shapes(self.name, a.shape, like.shape))]
@@ -88,6 +101,8 @@ class BroadcastLike(Op):
 @dataclass(frozen=True, eq=False)
 class FillLike(Op):
     """``full_like(x, value, dtype)``: an array shaped like ``x`` filled with ``value``."""
+
+    batch = batching.batch_per_leading_axis
 
     value: float
     dtype: str | None = None
@@ -121,6 +136,8 @@ class AssertShapeLike(Op):
     analysis knows that ``a`` has ``like``'s dimensions (its ``symbolic_shape``) and fusion can put both in one
     loop. ``what`` names the requirement in the run-time error, e.g. "Rop: the tangent for x".
     """
+
+    batch = batching.batch_per_leading_axis
 
     what: str = "the value"
 

@@ -29,6 +29,7 @@ from nbdiff.graph.types import (
     is_integer,
     numpy_result_dtype,
 )
+from nbdiff.ops import batching
 from nbdiff.ops import broadcast as bc
 from nbdiff.ops.special import erf as erf_numpy
 from nbdiff.ops.special import float_dtype_for
@@ -37,12 +38,28 @@ from nbdiff.ops.special import float_dtype_for
 class Elemwise(Op):
     """Base class of elementwise ops with NumPy broadcasting."""
 
+    batch = batching.batch_broadcasting
+
     abstract = True
     nin: ClassVar[int]
     numpy_fn: ClassVar[Callable[..., np.ndarray]]  # the reference implementation (a ufunc or a function)
     scalar_code: ClassVar[str]  # e.g. "math.tanh({0})"; see the module docstring
     differentiable: ClassVar[bool] = True  # False for comparisons: their gradient is zero (disconnected)
     float_only: ClassVar[bool] = False  # True when integer inputs would be meaningless (e.g. sigmoid keeps them)
+
+    def prepare_inputs(self, inputs: Sequence[Any]) -> list[Variable]:
+        """As ``Op.prepare_inputs``; a size scalar (``x.shape[i]``) is weak as the Python int it stands for, so it
+        takes the dtype of the other inputs: ``nd.sum(x) / x.shape[0]`` keeps float32 as NumPy does."""
+        variables = super().prepare_inputs(inputs)
+        if len(variables) < 2:
+            return variables
+        strong = [v.dtype for v in variables if not _is_size(v) and v.dtype != "bool"]
+        if not strong:
+            return variables
+        target = numpy_result_dtype(np.add, *strong) if len(set(strong)) > 1 else strong[0]
+        if target not in SUPPORTED_DTYPES:
+            return variables
+        return [Cast(target)(v) if _is_size(v) and v.dtype != target else v for v in variables]
 
     def infer(self, *inputs: Variable) -> list[TensorType]:
         if len(inputs) != self.nin:
@@ -119,6 +136,11 @@ class Elemwise(Op):
         if total is None:
             return [None]
         return [bc.broadcast_like(total, node.out) if broadcast else total]
+
+
+def _is_size(var: Variable) -> bool:
+    """Whether ``var`` is a size scalar standing for a Python int (an output of ``shape_at``)."""
+    return var.owner is not None and type(var.owner.op).__name__ == "ShapeAt"
 
 
 class UnaryElemwise(Elemwise):
@@ -257,6 +279,7 @@ class Negative(UnaryElemwise):
 # Transcendental functions
 # ---------------------------------------------------------------------------------------------------------------
 class Exp(UnaryElemwise):
+    nonnegative = True
     numpy_fn = np.exp
     scalar_code = "math.exp({0})"
 
@@ -379,6 +402,7 @@ def _mask(condition: Variable, like: Variable) -> Variable:
 class Abs(UnaryElemwise):
     """``abs(x)``; integers stay integers. The derivative is ``sign(x)``, so 0 at the kink."""
 
+    nonnegative = True
     numpy_fn = np.abs
     scalar_code = "abs({0})"
 
@@ -400,6 +424,7 @@ class Sign(UnaryElemwise):
 class Sqrt(UnaryElemwise):
     """``sqrt(x)``; integers give floats. Derivative ``0.5 / sqrt(x)``."""
 
+    nonnegative = True
     numpy_fn = np.sqrt
     scalar_code = "math.sqrt({0})"
 
@@ -411,6 +436,7 @@ class Sqrt(UnaryElemwise):
 class Square(UnaryElemwise):
     """``x * x``; integers stay integers."""
 
+    nonnegative = True
     numpy_fn = np.square
     scalar_code = "({0} * {0})"
 
@@ -432,6 +458,7 @@ class Relu(UnaryElemwise):
     the forward pass anyway, so the mask fuses into the backward kernel instead of being a second output that the
     forward kernel writes and keeps alive until the backward pass."""
 
+    nonnegative = True
     numpy_fn = _relu
     scalar_code = "(0 if {0} < 0 else {0})"
 
@@ -502,6 +529,7 @@ class Sinh(UnaryElemwise):
 class Cosh(UnaryElemwise):
     """``cosh(x)``. Derivative ``sinh(x)``."""
 
+    nonnegative = True
     numpy_fn = np.cosh
     scalar_code = "math.cosh({0})"
 
@@ -529,6 +557,7 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 class Sigmoid(UnaryElemwise):
     """The logistic function, stable for large ``|x|``; derivative ``y (1 - y)``."""
 
+    nonnegative = True
     numpy_fn = _sigmoid
     scalar_code = "(1.0 / (1.0 + math.exp(-{0})) if {0} >= 0 else math.exp({0}) / (1.0 + math.exp({0})))"
 
@@ -540,6 +569,7 @@ class Sigmoid(UnaryElemwise):
 class Softplus(UnaryElemwise):
     """``log(1 + exp(x))``, stable for large ``|x|``; derivative ``sigmoid(x)``."""
 
+    nonnegative = True
     numpy_fn = _softplus
     scalar_code = "(({0} if {0} > 0 else 0.0) + math.log1p(math.exp(-abs({0}))))"
 

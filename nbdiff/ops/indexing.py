@@ -18,6 +18,7 @@ import numpy as np
 from nbdiff.errors import IndexingError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
 from nbdiff.graph.types import MAX_INDEX, TensorType, broadcast_shapes, max_ndim, normalize_axes
+from nbdiff.ops import batching
 
 ARRAY = "array"  # marks the place of an array index (integer array or boolean mask) among ``Index.items``
 
@@ -220,6 +221,19 @@ class Index(Op):
         t = tangents[0]
         return [None if t is None else Index(self.items)(t, *node.inputs[1:])]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """A full slice in front of the items; where NumPy moves separated advanced indices to the front, the batch
+        axis is moved back. Batched index arrays decline (the op is then unrolled over a static batch)."""
+        if any(batched[1:]):
+            return [_gather_batched(self.items, inputs, batched, size)]
+        out = Index(((None, None, None), *self.items))(*inputs)
+        lead = _advanced_lead(self.items, inputs[1:])
+        if lead:
+            from nbdiff.ops.shape import transpose
+
+            out = transpose(out, (lead, *(a for a in range(out.ndim) if a != lead)))
+        return [out]
+
 
 @dataclass(frozen=True, eq=False)
 class IndexAdd(Op):
@@ -259,6 +273,49 @@ class IndexAdd(Op):
         t = tangents[1]
         x, _, *arrays = node.inputs
         return [None if t is None else IndexAdd(self.items)(x, t, *arrays)]
+
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """As ``Index``'s rule: ``x`` and the values batched, a full slice in front of the items, the values' batch
+        axis where NumPy's indexing puts it."""
+        if any(batched[2:]):
+            raise NotImplementedError("index_add with batched index arrays")
+        x, g = (v if b else size.materialise(v) for v, b in zip(inputs[:2], batched[:2]))
+        lead = _advanced_lead(self.items, inputs[2:])
+        if lead:
+            from nbdiff.ops.shape import transpose
+
+            g = transpose(g, (*range(1, lead + 1), 0, *range(lead + 1, g.ndim)))
+        return [IndexAdd(((None, None, None), *self.items))(x, g, *inputs[2:])]
+
+
+def _gather_batched(items: tuple, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> Variable:
+    """``x[s, idx, s]`` with a batched integer ``idx`` among slices ``s``: the slices first, then ``idx`` as a
+    ``take_along_axis`` (``x`` gets length-1 axes for ``idx``'s dimensions, ``idx`` length-1 axes for ``x``'s)."""
+    from nbdiff.ops.shape import expand_dims, squeeze
+
+    full = (None, None, None)
+    if len(inputs) != 2 or inputs[1].dtype == "bool" or any(i != ARRAY and not isinstance(i, tuple) for i in items):
+        raise NotImplementedError("index with batched index arrays other than one integer array among slices")
+    x, idx = (v if b else size.materialise(v) for v, b in zip(inputs, batched))
+    if any(item not in (ARRAY, full) for item in items):
+        x = Index((full, *(full if item == ARRAY else item for item in items)))(x)
+    place, extra = items.index(ARRAY), idx.ndim - 1
+    after = x.ndim - 2 - place  # x's axes after the indexed one
+    x = expand_dims(x, tuple(range(1 + place, 1 + place + extra))) if extra else x
+    idx = expand_dims(idx, (*range(1, 1 + place), *range(1 + place + extra, 2 + place + extra + after)))
+    axis = 1 + place + extra
+    return squeeze(TakeAlongAxis(axis)(x, idx), axis)
+
+
+def _advanced_lead(items: tuple, arrays: Sequence[Variable]) -> int:
+    """Where a batch axis put in front of ``items`` lands: 0, or, when NumPy moves separated advanced indices
+    (arrays, and ints among arrays) to the front, after their broadcast dimensions."""
+    if ARRAY not in items:
+        return 0
+    places = [k for k, item in enumerate(items) if item == ARRAY or isinstance(item, int)]
+    if places == list(range(places[0], places[-1] + 1)):
+        return 0
+    return max((1 if a.dtype == "bool" else a.ndim) for a in arrays)
 
 
 def _index_error(x: Variable, detail: str) -> Exception:
@@ -395,6 +452,8 @@ def _along_axis_shape(op: Op, arr: Variable, indices: Variable, axis: int | None
 class TakeAlongAxis(Op):
     """``take_along_axis(arr, indices, axis)`` (NumPy's; ``axis=None`` indexes the flattened ``arr``)."""
 
+    batch = batching.batch_shifting_axes
+
     axis: int | None
 
     def infer(self, arr: Variable, indices: Variable) -> list[TensorType]:
@@ -418,6 +477,8 @@ class TakeAlongAxis(Op):
 @dataclass(frozen=True, eq=False)
 class AddAlongAxis(Op):
     """``add_along_axis(arr, g, indices, axis)``: zeros like ``arr`` with ``g`` added where take_along_axis read."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int | None
 

@@ -15,6 +15,7 @@ import numpy as np
 from nbdiff.errors import ShapeError, node_error
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable
 from nbdiff.graph.types import TensorType, broadcast_shapes, is_float, numpy_result_dtype
+from nbdiff.ops import batching
 from nbdiff.ops import broadcast as bc
 from nbdiff.ops.elemwise import add, mul
 from nbdiff.ops.reduce import Sum
@@ -84,6 +85,13 @@ class MatMul(Op):
     def perform(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
         return (np.asarray(np.matmul(a, b)),)
 
+    def symbolic_shape(self, input_dims: Sequence[tuple]) -> list[tuple] | None:
+        """The rows of ``a`` and the columns of ``b`` (for operands of at most 2 dimensions; else the static shape)."""
+        a, b = input_dims
+        if len(a) > 2 or len(b) > 2:
+            return None
+        return [tuple(a[:-1]) + tuple(b[1:])]
+
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads
         a, b = node.inputs
@@ -106,9 +114,26 @@ class MatMul(Op):
             return [None]
         return [terms[0] if len(terms) == 1 else add(terms[0], terms[1])]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """Vectors become matrices, both operands get the batch axis in front of their stack axes, then squeeze."""
+        from nbdiff.ops.batching import align
+        from nbdiff.ops.shape import squeeze
+
+        (a, b), (a0, b0) = inputs, node.inputs
+        if a0.ndim == 1:
+            a = expand_dims(a, -2)
+        if b0.ndim == 1:
+            b = expand_dims(b, -1)
+        rank = max(a0.ndim, b0.ndim, 2)
+        out = self(align(a, batched[0], rank), align(b, batched[1], rank))
+        axes = ((-1,) if b0.ndim == 1 else ()) + ((-2,) if a0.ndim == 1 else ())
+        return [squeeze(out, axes) if axes else out]
+
 
 class MatrixTranspose(Op):
     """The transpose of each matrix in a stack: the last two axes swapped (NumPy's ``matrix_transpose``)."""
+
+    batch = batching.batch_per_leading_axis
 
     def infer(self, x: Variable) -> list[TensorType]:
         if x.ndim < 2:

@@ -20,6 +20,7 @@ from nbdiff.errors import ShapeError
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable
 from nbdiff.graph.dims import broadcast_dims
 from nbdiff.graph.types import TensorType, broadcast_array_shapes, broadcast_shapes, is_float, normalize_axes
+from nbdiff.ops import batching
 from nbdiff.ops import elemwise as ew
 from nbdiff.ops.broadcast import sum_to_like
 from nbdiff.ops.indexing import TakeAlongAxis, _along_axis_shape, add_at, along_axis_index
@@ -46,6 +47,8 @@ def _shifted(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
 @dataclass(frozen=True, eq=False)
 class LogSumExp(Op):
     """``logsumexp(x, axis, keepdims)`` = ``log(sum(exp(x)))``, computed as ``m + log(sum(exp(x - m)))``."""
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
     keepdims: bool = False
@@ -90,6 +93,9 @@ class LogSumExp(Op):
 class Softmax(Op):
     """``softmax(x, axis)`` = ``exp(x) / sum(exp(x))`` over ``axes``, computed from ``exp(x - max)``."""
 
+    nonnegative = True
+    batch = batching.batch_shifting_axes
+
     axes: tuple[int, ...]
 
     def infer(self, x: Variable) -> list[TensorType]:
@@ -126,6 +132,8 @@ class Softmax(Op):
 @dataclass(frozen=True, eq=False)
 class LogSoftmax(Op):
     """``log_softmax(x, axis)`` = ``x - logsumexp(x, axis, keepdims=True)``, computed from ``x - max``."""
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
 
@@ -164,6 +172,8 @@ class LogSoftmaxTake(Op):
     The stability pass makes it of that expression (``nbdiff.rewrite.stability``), as Theano's
     ``crossentropy_softmax`` ops were. The probabilities are its second output because its pullback,
     ``LogSoftmaxTakeGrad``, is ``onehot * g - softmax(x) * g``: computed once, they are not computed again."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int
     nout = 2  # the picked log-probabilities and the probabilities (no annotation: not a dataclass field)
@@ -272,6 +282,12 @@ class LogSoftmaxTakeGrad(Op):
         if not terms:
             return [None]
         return [terms[0] if len(terms) == 1 else ew.add(terms[0], terms[1])]
+
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """Every input batched, ``g`` given the indices' rank (it may have fewer axes), the axis shifted."""
+        full = [v if b else size.materialise(v) for v, b in zip(inputs, batched)]
+        full[2] = batching.align(full[2], True, node.inputs[1].ndim)
+        return [LogSoftmaxTakeGrad(self.axis + 1)(*full)]
 
 
 def _without(shape: tuple, axis: int) -> tuple:

@@ -25,6 +25,7 @@ import numpy as np
 from nbdiff.errors import GraphError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Op, Variable, as_variable, constant
 from nbdiff.graph.types import TensorType, broadcast_shapes, is_float, normalize_axes, numpy_result_dtype
+from nbdiff.ops import batching
 from nbdiff.ops import broadcast as bc
 from nbdiff.ops import elemwise as ew
 
@@ -58,6 +59,8 @@ class Reduce(Op):
 
     Subclasses set ``numpy_reduce`` (the NumPy reduction) and ``reduce_dtype_fn`` (gives the result dtype).
     """
+
+    batch = batching.batch_shifting_axes
 
     abstract = True
     axes: tuple[int, ...]
@@ -116,6 +119,11 @@ class ReducedSize(Op):
     def pushforward(self, node: Apply, tangents: Sequence[Variable | None]) -> list[Any]:
         return [None]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """The count is the same for every batch element: computed once, repeated along the batch axis."""
+        (x,) = inputs
+        return [size.materialise(ReducedSize(tuple(a + 1 for a in self.axes), self.dtype)(x))]
+
 
 def reduced_size(x: Variable, axes: tuple[int, ...], dtype: str) -> Variable:
     """The number of reduced elements: a constant when the dimensions are static, else read at run time."""
@@ -170,6 +178,8 @@ class ProdOthers(Op):
     Computed as (product of the elements before) * (product of the elements after), so zeros need no special case.
     """
 
+    batch = batching.batch_shifting_axes
+
     axes: tuple[int, ...]
 
     def infer(self, x: Variable) -> list[TensorType]:
@@ -201,6 +211,8 @@ class ProdHVP(Op):
 
     ``h_j = sum_{i != j} u_i * prod_{k not in (i, j)} x_k``, computed exactly for 0, 1, 2 or more zeros per slice.
     """
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
 
@@ -305,6 +317,8 @@ class ExtremumWeights(Op):
 
     Piecewise constant in ``x``, so it passes no gradient on.
     """
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
     keepdims: bool = False

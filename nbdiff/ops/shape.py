@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from nbdiff.errors import AxisError, DTypeError, GraphError, ShapeError, node_error
-from nbdiff.graph.basic import Apply, Op, Variable, as_variable, constant
+from nbdiff.graph.basic import Apply, Constant, Op, Variable, as_variable, constant
 from nbdiff.graph.types import TensorType, as_dtype, normalize_axes, numpy_result_dtype, static_shape
+from nbdiff.ops import batching, sizes
 from nbdiff.ops import broadcast as bc
 
 
@@ -44,17 +45,6 @@ def _axis(op_name: str, axis: object, ndim: int, inputs: Sequence[object]) -> in
     if not -ndim <= axis < ndim:  # type: ignore[operator]
         raise node_error(AxisError, op_name, f"axis {axis} is out of bounds for {ndim} dimension(s)", inputs)
     return int(axis) % ndim  # type: ignore[call-overload]
-
-
-def _shape_entries(op_name: str, shape: Any, inputs: Sequence[object], allow_minus_one: bool) -> tuple[int, ...]:
-    """A target shape (an int or a sequence of ints) as a tuple of Python ints; ShapeError for bad entries."""
-    items = tuple(shape) if isinstance(shape, (tuple, list, np.ndarray)) else (shape,)
-    lowest = -1 if allow_minus_one else 0
-    for item in items:
-        if not _is_int(item) or item < lowest:
-            what = "ints >= 0 (one of them may be -1)" if allow_minus_one else "ints >= 0"
-            raise node_error(ShapeError, op_name, f"shape entries must be {what}, got {shape!r}", inputs)
-    return tuple(int(item) for item in items)
 
 
 def _common_dims(op: Op, inputs: Sequence[Variable], skip: int | None) -> list[int | None]:
@@ -175,9 +165,23 @@ class Reshape(Op):
         (t,) = tangents
         return [None if t is None else Reshape(self.shape)(t)]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """``(batch, *shape)``; a -1 that static sizes cannot resolve follows the first batch element's result."""
+        shape = self.shape
+        if -1 in shape:
+            shape = self.static_shape(node.inputs[0])
+        if None not in shape:
+            return [Reshape((-1, *shape))(inputs[0])]
+        if size.static is not None:
+            return [Reshape((size.static, *self.shape))(inputs[0])]
+        first = Reshape(self.shape)(inputs[0][0])  # one element's result: its run-time shape is every element's
+        return [ReshapeLike()(inputs[0], size.materialise(first))]
+
 
 class ReshapeLike(Op):
     """``reshape_like(g, x)``: ``g`` reshaped to ``x``'s run-time shape (reshape's gradient when x has unknown dims)."""
+
+    batch = batching.batch_per_leading_axis
 
     def infer(self, g: Variable, like: Variable) -> list[TensorType]:
         sizes = _known_size(g.shape), _known_size(like.shape)
@@ -208,11 +212,12 @@ def _reshape_to(g: Variable, like: Variable) -> Variable:
 
 
 def reshape(x: Any, shape: Any) -> Variable:
-    """``x`` with a new shape (ints; one entry may be -1), as NumPy's ``reshape``."""
+    """``x`` with a new shape (ints or size scalars such as ``x.shape[0]``; one entry may be -1), as NumPy's
+    ``reshape``."""
     x = as_variable(x)
-    entries = _shape_entries("reshape", shape, [x], allow_minus_one=True)
-    if entries.count(-1) > 1:
-        raise node_error(ShapeError, "reshape", f"only one entry of the shape may be -1, got {shape!r}", [x])
+    entries = sizes.size_entries("reshape", shape, [x], allow_minus_one=True)
+    if isinstance(entries, list):
+        return sizes.SizedReshape()(x, *entries)
     op = Reshape(entries)
     target = op.static_shape(x)
     if None not in target:
@@ -248,6 +253,10 @@ class Transpose(Op):
         (t,) = tangents
         return [None if t is None else Transpose(self.axes)(t)]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """The batch axis stays in front; the permutation moves one place right."""
+        return [Transpose((0, *(a + 1 for a in self.axes)))(inputs[0])]
+
 
 def transpose(x: Any, axes: Sequence[int] | None = None) -> Variable:
     """``x`` with its axes permuted (``axes=None`` reverses them), as NumPy's ``transpose``."""
@@ -269,6 +278,8 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Variable:
 @dataclass(frozen=True, eq=False)
 class ExpandDims(Op):
     """``expand_dims(x, axis)``: insert length-1 dimensions at ``axes`` (positions in the result)."""
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
 
@@ -309,6 +320,8 @@ def expand_dims(x: Any, axis: Any) -> Variable:
 @dataclass(frozen=True, eq=False)
 class Squeeze(Op):
     """``squeeze(x, axis)``: remove the length-1 dimensions ``axes`` (unknown ones are checked at run time)."""
+
+    batch = batching.batch_shifting_axes
 
     axes: tuple[int, ...]
 
@@ -383,13 +396,21 @@ class BroadcastTo(Op):
         (t,) = tangents
         return [None if t is None else BroadcastTo(self.shape)(t)]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """Broadcast against a ``(1, *shape)`` template, so the batch axis keeps its run-time length."""
+        from nbdiff.ops.batching import align
+
+        template = BroadcastTo((1, *self.shape))(constant(0, node.out.dtype))
+        return [bc.broadcast_like(align(inputs[0], True, len(self.shape)), template)]
+
 
 def broadcast_to(x: Any, shape: Any) -> Variable:
-    """``x`` broadcast to ``shape`` (ints), as NumPy's ``broadcast_to``."""
+    """``x`` broadcast to ``shape`` (ints or size scalars), as NumPy's ``broadcast_to``."""
     x = as_variable(x)
-    target = static_shape(
-        "broadcast_to", _shape_entries("broadcast_to", shape, [x], allow_minus_one=False), x.dtype, [x]
-    )
+    entries = sizes.size_entries("broadcast_to", shape, [x], allow_minus_one=False)
+    if isinstance(entries, list):
+        return sizes.SizedBroadcastTo()(x, *entries)
+    target = static_shape("broadcast_to", entries, x.dtype, [x])
     if target == x.shape:
         return x
     return BroadcastTo(target)(x)
@@ -401,6 +422,8 @@ def broadcast_to(x: Any, shape: Any) -> Variable:
 @dataclass(frozen=True, eq=False)
 class Concatenate(Op):
     """``concatenate(xs, axis)``: the inputs joined along an existing axis; dtype is NumPy's result type."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int
 
@@ -437,6 +460,8 @@ class Concatenate(Op):
 @dataclass(frozen=True, eq=False)
 class Split(Op):
     """``split(x, *likes)``: ``x`` cut along ``axis`` into pieces as long as each ``like`` (concatenate's adjoint)."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int
 
@@ -498,6 +523,8 @@ def concatenate(arrays: Sequence[Any], axis: int | None = 0) -> Variable:
 class Stack(Op):
     """``stack(xs, axis)``: equally shaped inputs joined along a new axis at position ``axis`` of the result."""
 
+    batch = batching.batch_shifting_axes
+
     axis: int
 
     def infer(self, *inputs: Variable) -> list[TensorType]:
@@ -530,6 +557,8 @@ class Stack(Op):
 @dataclass(frozen=True, eq=False)
 class Unstack(Op):
     """``unstack(x, count, axis)``: the ``count`` slices of ``x`` along ``axis`` (stack's adjoint)."""
+
+    batch = batching.batch_shifting_axes
 
     axis: int
     count: int
@@ -686,12 +715,12 @@ ARANGE_CONSTANT_MAX = 1 << 16  # elements; a larger arange is an ``Arange`` node
 
 def arange(start: float, stop: float | None = None, step: float = 1, dtype: object = None) -> Variable:
     """Evenly spaced values with NumPy's ``arange`` arguments and dtype rule: a constant when small, else a node
-    that computes them when the function runs (building a graph never allocates a huge array)."""
+    that computes them when the function runs (building a graph never allocates a huge array). A bound may be a
+    graph scalar such as ``x.shape[0]``: the values are then computed when the function runs."""
+    start, stop, step = (_constant_number(v) for v in (start, stop, step))
+    if any(isinstance(v, Variable) for v in (start, stop, step)):
+        return sizes.sized_arange(0 if stop is None else start, start if stop is None else stop, step, dtype)
     for value in (start, stop, step):
-        if isinstance(value, Variable):
-            raise node_error(
-                GraphError, "arange", "start, stop and step must be numbers: arange builds a constant", [value]
-            )
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
             raise node_error(DTypeError, "arange", f"start, stop and step must be numbers, got {value!r}")
     if step == 0:
@@ -708,6 +737,13 @@ def arange(start: float, stop: float | None = None, step: float = 1, dtype: obje
         return constant(op.perform()[0])
     except (OverflowError, ValueError, TypeError) as exc:  # a bound beyond the dtype, e.g. arange(2**70, 2**70 + 3)
         raise node_error(DTypeError, "arange", f"NumPy cannot compute it in {name}: {exc}") from None
+
+
+def _constant_number(value: Any) -> Any:
+    """A 0-d constant variable as its Python number (so ``arange(nd.constant(3))`` is a constant), else ``value``."""
+    if isinstance(value, Constant) and value.ndim == 0:
+        return value.data.item()
+    return value
 
 
 def _arange_dtype(start: Any, stop: Any, step: Any) -> str:

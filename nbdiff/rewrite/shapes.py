@@ -23,6 +23,7 @@ class ShapeFacts:
 
     def __init__(self, inputs: Sequence[Variable] = ()):
         self._dims: dict[int, tuple[Size, ...]] = {}
+        self._sizes: dict[int, Dim] = {}  # symbols of 0-d integer variables used as sizes
         self._alive: list[object] = []  # keys are ids: keep each keyed variable alive so no id is reused
         for position, var in enumerate(inputs):
             self._dims[id(var)] = tuple(
@@ -53,6 +54,11 @@ class ShapeFacts:
             inputs = [self._dims[id(v)] for v in node.inputs]
             rule = getattr(node.op, "symbolic_shape", None)
             shapes = rule(inputs) if rule is not None else None
+            sized = getattr(node.op, "symbolic_shape_from_sizes", None)
+            if sized is not None:
+                shapes = sized(inputs, [self.size_of(v) if v.ndim == 0 else None for v in node.inputs])
+                if shapes is not None:
+                    shapes = [tuple(fresh_dim() if d is None else d for d in dims) for dims in shapes]
             for position, out in enumerate(node.outputs):
                 dims = shapes[position] if shapes is not None else _static(out)
                 # static knowledge wins over a symbol (e.g. an op that fixes a size)
@@ -62,6 +68,27 @@ class ShapeFacts:
                     else _static(out)
                 )
         return self._dims[key]
+
+    def size_of(self, var: Variable) -> Size:
+        """The size a 0-d integer variable holds, symbolically: an int for a constant, ``x``'s symbol for
+        ``x.shape[i]`` or ``nd.shape(x)[i]``, else a symbol of its own (the same one for every use of ``var``)."""
+        from nbdiff.ops.indexing import Index
+        from nbdiff.ops.sizes import Shape, ShapeAt, static_value
+
+        known = static_value(var)
+        if known is not None:
+            return known
+        node = var.owner
+        if node is not None and isinstance(node.op, ShapeAt):
+            return self.dims(node.inputs[0])[node.op.axis]
+        if node is not None and isinstance(node.op, Index) and len(node.inputs) == 1:
+            source, items = node.inputs[0].owner, node.op.items
+            if source is not None and isinstance(source.op, Shape) and len(items) == 1 and isinstance(items[0], int):
+                return self.dims(source.inputs[0])[items[0]]
+        if id(var) not in self._sizes:
+            self._sizes[id(var)] = Dim(f"{var.label()}")
+            self._alive.append(var)
+        return self._sizes[id(var)]
 
     def same(self, a: Variable, b: Variable) -> bool:
         """True when ``a`` and ``b`` provably have the same run-time shape."""

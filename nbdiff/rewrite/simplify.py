@@ -10,7 +10,9 @@ Choices about special values, made as PyTensor makes them:
 
 - ``x * 0 -> 0`` also where ``x`` is infinite or NaN (IEEE arithmetic would give NaN). Gradient graphs multiply by
   zero fills, and keeping NaN there would make a zero gradient depend on values it does not depend on.
-- ``exp(log(x)) -> x`` assumes ``x >= 0``, the domain of ``log``: for negative ``x`` the original gives NaN.
+- ``exp(log(x)) -> x`` only where ``x`` is provably ``>= 0`` (``is_nonnegative``: an op class declaring
+  ``nonnegative``, such as exp, abs or square, or a non-negative constant); elsewhere the written NaN for a negative
+  ``x`` is kept.
 - ``log(exp(x)) -> x`` is exact, and better than the original where ``exp`` overflows (``x > 709``).
 - ``x + 0 -> x`` turns ``-0.0 + 0`` into ``-0.0`` rather than ``0.0`` (equal values).
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nbdiff.graph.basic import Apply, Constant, Variable, constant
+from nbdiff.graph.basic import Apply, Constant, Variable, constant, is_nonnegative
 from nbdiff.ops.broadcast import full_like
 from nbdiff.ops.elemwise import (
     Add,
@@ -161,8 +163,9 @@ def double_negation(node: Apply, facts: ShapeFacts) -> Variable | None:
 
 @rule(Exp)
 def exp_of_log(node: Apply, facts: ShapeFacts) -> Variable | None:
-    """exp(log(x)) -> x (for x >= 0, the domain of log; where x < 0 the original gives NaN)"""
-    return _undo(node, Log)
+    """exp(log(x)) -> x where x is provably >= 0 (the domain of log; where x < 0 the original gives NaN)"""
+    x = _undo(node, Log)
+    return x if x is not None and is_nonnegative(x) else None
 
 
 @rule(Log)

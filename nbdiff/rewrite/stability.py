@@ -47,16 +47,19 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
+
 from nbdiff.graph.basic import Apply, Constant, Variable, constant
 from nbdiff.graph.types import is_float
 from nbdiff.ops import broadcast as bc
 from nbdiff.ops import elemwise as ew
 from nbdiff.ops.broadcast import BroadcastLike, SumToLike
 from nbdiff.ops.elemwise import Add, Elemwise, Exp, Log, Log1p, Mul, Negative, Sigmoid, Sub, TrueDivide
-from nbdiff.ops.indexing import AddAlongAxis, TakeAlongAxis
+from nbdiff.ops.indexing import ARRAY, AddAlongAxis, Index, IndexAdd, TakeAlongAxis, getitem, take_along_axis
 from nbdiff.ops.nnet import LogSoftmax, LogSoftmaxTake, LogSoftmaxTakeGrad, LogSumExp, Softmax
 from nbdiff.ops.reduce import Sum
 from nbdiff.ops.shape import ExpandDims
+from nbdiff.ops.sizes import SizedArange, static_value
 from nbdiff.rewrite.engine import rule
 from nbdiff.rewrite.pipeline import register_pass, rule_pass
 from nbdiff.rewrite.shapes import ShapeFacts
@@ -220,6 +223,59 @@ def log_softmax_take(node: Apply, facts: ShapeFacts) -> Variable | None:
     if axis is None or not _is(y, LogSoftmax) or y.owner.op.axes != (axis,) or indices.shape[axis] != 1:
         return None
     return _same_type(LogSoftmaxTake(axis)(_arg(y), indices)[0], node.out)
+
+
+def _is_row_range(r: Variable) -> bool:
+    """Whether ``r`` is ``arange(n)``: 0, 1, ..., n - 1 (a constant, or a ``sized_arange(0, n, 1)``)."""
+    if isinstance(r, Constant):
+        return r.ndim == 1 and np.array_equal(r.data, np.arange(r.data.shape[0]))
+    node = r.owner
+    if node is None or not isinstance(node.op, SizedArange):
+        return False
+    start, _, step = node.inputs
+    return static_value(start) == 0 and static_value(step) == 1
+
+
+def _row_labels(arr: Variable, rows: Variable, labels: Variable, items: tuple, facts: ShapeFacts) -> Variable | None:
+    """``labels[:, None]`` when ``arr[rows, labels]`` picks one entry per row of matrix ``arr``: ``rows`` is
+    ``arange`` of ``arr``'s row count (proved with ``ShapeFacts``) and ``labels`` an integer vector."""
+    if items != (ARRAY, ARRAY) or arr.ndim != 2 or rows.ndim != 1 or labels.ndim != 1:
+        return None
+    if not labels.dtype.startswith(("int", "uint")) or not _is_row_range(rows):
+        return None
+    if facts.dims(rows) != facts.dims(arr)[:1]:
+        return None  # labels of another length fail, or broadcast (length 1), alike in both forms
+    return getitem(labels, (slice(None), None))
+
+
+@rule(Index)
+def row_labels_take(node: Apply, facts: ShapeFacts) -> Variable | None:
+    """x[arange(n), labels] -> take_along_axis(x, labels[:, None], 1)[:, 0], n being x's row count (so the
+    cross-entropy pair forms from the arange-label idiom too)"""
+    if len(node.inputs) != 3:
+        return None
+    arr, rows, labels = node.inputs
+    indices = _row_labels(arr, rows, labels, node.op.items, facts)
+    if indices is None:
+        return None
+    return _same_type(getitem(take_along_axis(arr, indices, 1), (slice(None), 0)), node.out)
+
+
+@rule(IndexAdd)
+def row_labels_add(node: Apply, facts: ShapeFacts) -> Variable | None:
+    """index_add(x, g, arange(n), labels) -> add_along_axis(x, index_add(t, g)[:, 0], labels[:, None], 1) with
+    t = take_along_axis(x, labels[:, None], 1): the pullback of the rewritten x[arange(n), labels]"""
+    if len(node.inputs) != 4:
+        return None
+    arr, g, rows, labels = node.inputs
+    indices = _row_labels(arr, rows, labels, node.op.items, facts)
+    if indices is None:
+        return None
+    taken = take_along_axis(arr, indices, 1)
+    picked = getitem(taken, (slice(None), 0))
+    (g_taken, *_) = picked.owner.op.pullback(picked.owner, [g])
+    (g_arr, _) = taken.owner.op.pullback(taken.owner, [g_taken])
+    return _same_type(g_arr, node.out)
 
 
 @rule(Log)
@@ -537,6 +593,7 @@ VALUE_RULES = [
     log_sigmoid,
     log_sum_exp,
     log_softmax,
+    row_labels_take,  # before log_softmax_take: x[arange(n), labels] becomes take_along_axis, which it reads
     log_softmax_take,
     log_exp_plus_exp,
     log_one_plus,
@@ -546,6 +603,7 @@ VALUE_RULES = [
     reciprocal_one_plus_exp,
 ]
 GRADIENT_RULES = [
+    row_labels_add,
     log_softmax_take_gradient,
     cancel_reciprocal,
     exp_times_sigmoid_of_negation,

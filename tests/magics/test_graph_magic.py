@@ -154,7 +154,7 @@ def test_run_cell_in_a_notebook_flow(shell):
 def test_annotation_declares_an_input_of_that_type(shell, annotation, dtype, shape):
     f = graph(shell, "f", f"a: {annotation}\nb = a\n")
     (a,) = f.inputs
-    assert (a.name, a.dtype, a.shape) == ("a", dtype, shape)
+    assert (a.name, a.dtype, a.type.shape) == ("a", dtype, shape)
 
 
 def test_inputs_in_order_of_appearance_and_int_inputs(shell):

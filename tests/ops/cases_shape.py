@@ -7,6 +7,7 @@ import numpy as np
 
 import nbdiff as nd
 from nbdiff.errors import AxisError, DTypeError, GraphError, ShapeError
+from nbdiff.ops.sizes import ShapeAt
 from tests.ops.table import BadInput, OpCase, call_on_unknown_shapes, int_domain
 
 RESHAPE = [
@@ -384,7 +385,7 @@ ARANGE = [
         lambda a: a * np.arange(4),
         [(4,)],
         bad=[
-            BadInput("symbolic bound", lambda: nd.arange(nd.scalar("n")), GraphError, "numbers"),
+            BadInput("non-scalar bound", lambda: nd.arange(nd.vector("n")), ShapeError, "scalars"),
             BadInput("zero step", lambda: nd.arange(0, 3, 0), ShapeError, "zero"),
             BadInput("string bound", lambda: nd.arange("3"), DTypeError, "numbers"),
             BadInput("unsupported dtype", lambda: nd.arange(3, dtype="complex64"), DTypeError, "complex64"),
@@ -446,4 +447,113 @@ FILLS = [
     ),
 ]
 
-CASES = [*RESHAPE, *TRANSPOSE, *EXPAND_DIMS, *SQUEEZE, *BROADCAST_TO, *CONCATENATE, *STACK, *DIAG, *ARANGE, *FILLS]
+
+def _negative_size(build):
+    """A bad input whose size is negative only when the function runs (the sum of its input)."""
+    return lambda: call_on_unknown_shapes(lambda a: build(nd.sum(a).astype("int64")), np.array([-2.0]))
+
+
+SIZE_ERRORS = [
+    BadInput("float size", lambda: nd.zeros((2.5, 3)), ShapeError, "ints >= 0"),
+    BadInput("negative static size", lambda: nd.zeros((-1, 3)), ShapeError, "ints >= 0"),
+    BadInput("float size scalar", lambda: nd.zeros((nd.scalar("s"),)), ShapeError, "0-d integer variable"),
+    BadInput("non-scalar size", lambda: nd.ones((nd.vector("s", dtype="int64"),)), ShapeError, "0-d integer"),
+    BadInput("negative size at run time", _negative_size(lambda n: nd.zeros((n, 2))), ShapeError, "sizes must be >= 0"),
+]
+
+SIZES = [  # shapes as values: x.shape[i], nd.shape(x), and the ops taking size scalars
+    OpCase(
+        "shape",
+        lambda a: nd.sum(a) / a.shape[0],
+        lambda a: np.sum(a) / a.shape[0],
+        [(4,)],
+        variant="mean by hand",
+        bad=[BadInput("axis out of range", lambda: ShapeAt(1)(nd.vector("v")), ShapeError, "out of bounds")],
+    ),
+    OpCase(
+        "shape",
+        lambda a: nd.broadcast_to(nd.sum(a, axis=0), nd.shape(a)),
+        lambda a: np.broadcast_to(a.sum(axis=0), a.shape),
+        [(2, 3)],
+        variant="nd.shape",
+        bad=[
+            BadInput(
+                "shape of unknown length", lambda: nd.zeros(nd.vector("s", dtype="int64")), ShapeError, "tuple of sizes"
+            )
+        ],
+    ),
+    OpCase(
+        "zeros",
+        lambda a: a + nd.zeros((a.shape[0], 2)),
+        lambda a: a + np.zeros((a.shape[0], 2)),
+        [(3, 1)],
+        bad=SIZE_ERRORS,
+    ),
+    OpCase("ones", lambda a: a * nd.ones(a.shape), lambda a: a * np.ones(a.shape), [(2, 3)]),
+    OpCase("full", lambda a: a - nd.full((a.shape[0],), 2.5), lambda a: a - np.full((a.shape[0],), 2.5), [(3,)]),
+    OpCase(
+        "full",
+        lambda a: nd.full((2, a.shape[0]), nd.sum(a)),
+        lambda a: np.full((2, a.shape[0]), np.sum(a)),
+        [(3,)],
+        variant="symbolic fill value",
+        bad=[BadInput("vector fill value", lambda: nd.full((2,), nd.vector("v")), ShapeError, "scalar")],
+    ),
+    OpCase(
+        "arange",
+        lambda a: a * nd.arange(a.shape[0]),
+        lambda a: a * np.arange(a.shape[0]),
+        [(4,)],
+        variant="size scalar",
+        bad=[
+            BadInput(
+                "zero step at run time",
+                _negative_size(lambda n: nd.arange(0, 3, n + 2)),
+                ShapeError,
+                "step must not be zero",
+            )
+        ],
+    ),
+    OpCase(
+        "reshape",
+        lambda a: nd.reshape(a, (a.shape[0], -1)),
+        lambda a: a.reshape(a.shape[0], -1),
+        [(2, 3, 4)],
+        variant="size scalar",
+        bad=[
+            BadInput(
+                "sizes that do not fit at run time",
+                lambda: call_on_unknown_shapes(lambda a: nd.reshape(a, (a.shape[0], 5)), np.ones((2, 3))),
+                ShapeError,
+                "cannot reshape",
+            ),
+            BadInput("two -1", lambda: nd.reshape(nd.matrix("m"), (-1, -1)), ShapeError, "only one entry"),
+        ],
+    ),
+    OpCase(
+        "broadcast_to",
+        lambda a: nd.broadcast_to(a, (3, a.shape[0])),
+        lambda a: np.broadcast_to(a, (3, a.shape[0])),
+        [(4,)],
+        variant="size scalar",
+        bad=[
+            BadInput(
+                "negative size at run time", _negative_size(lambda n: nd.broadcast_to(1.0, (n,))), ShapeError, ">= 0"
+            )
+        ],
+    ),
+]
+
+CASES = [
+    *RESHAPE,
+    *TRANSPOSE,
+    *EXPAND_DIMS,
+    *SQUEEZE,
+    *BROADCAST_TO,
+    *CONCATENATE,
+    *STACK,
+    *DIAG,
+    *ARANGE,
+    *FILLS,
+    *SIZES,
+]

@@ -91,9 +91,9 @@ def call_on_unknown_shapes(build: Callable, *arrays: np.ndarray) -> object:
 
 def all_cases() -> list[OpCase]:
     """Every row of every family."""
-    from tests.ops import cases_elemwise, cases_indexing, cases_linalg, cases_reduce, cases_shape
+    from tests.ops import cases_elemwise, cases_indexing, cases_linalg, cases_reduce, cases_scan, cases_shape
 
     rows: list[OpCase] = []
-    for module in (cases_elemwise, cases_reduce, cases_shape, cases_indexing, cases_linalg):
+    for module in (cases_elemwise, cases_reduce, cases_shape, cases_indexing, cases_linalg, cases_scan):
         rows.extend(module.CASES)
     return rows

@@ -64,7 +64,7 @@ def test_symbolic_mask_gives_unknown_size():
     x = nd.matrix("x", shape=(4, 3))
     m = nd.vector("m", dtype="bool", shape=(4,))
     y = x[m]
-    assert y.shape == (None, 3)
+    assert y.type.shape == (None, 3)
     mask = np.array([True, False, True, True])
     value = np.arange(12.0).reshape(4, 3)
     np.testing.assert_array_equal(nd.function([x, m], y)(value, mask), value[mask])
@@ -72,8 +72,8 @@ def test_symbolic_mask_gives_unknown_size():
 
 def test_constant_mask_gives_known_size():
     x = nd.matrix("x", shape=(4, None))
-    assert x[np.array([True, False, True, True])].shape == (3, None)
-    assert x[nd.constant(np.array([False, False, True, False]))].shape == (1, None)
+    assert x[np.array([True, False, True, True])].type.shape == (3, None)
+    assert x[nd.constant(np.array([False, False, True, False]))].type.shape == (1, None)
 
 
 def test_boolean_scalar_index_matches_numpy():
@@ -94,7 +94,7 @@ def test_empty_list_index():
 
 def test_slice_of_unknown_dimension_is_unknown():
     x = nd.matrix("x", shape=(None, 6))
-    assert x[1:3, ::-4].shape == (None, 2)
+    assert x[1:3, ::-4].type.shape == (None, 2)
 
 
 # -- graph structure -------------------------------------------------------------------------------------------------

@@ -166,6 +166,37 @@ class Scan(Op):
 
         return perform
 
+    # -- vmap --------------------------------------------------------------------------------------------------
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """A scan of batched carries, sequences or invariants is one scan whose body is the vmapped body: every carry
+        batched, the batched sequences iterated on their axis 1 (moved to 0), the ys' batch axis moved to the front.
+        A batched length (a different number of steps per batch element) is declined."""
+        from nbdiff.ops.batching import BatchSize
+        from nbdiff.ops.shape import transpose
+        from nbdiff.vmap import batch_graph, ruler_of
+
+        length, carries, seqs, invariants = self.split(inputs)
+        length_b, carries_b, seqs_b, invariants_b = self.split(batched)
+        if length_b:
+            raise NotImplementedError("a scan with a batched length has no batching rule")
+        swap = lambda v: transpose(v, (1, 0, *range(2, v.ndim)))  # noqa: E731
+        outer_carries = [c if b else size.materialise(c) for c, b in zip(carries, carries_b)]
+        outer_seqs = [swap(s) if b else s for s, b in zip(seqs, seqs_b)]
+        inner_batched = [True] * self.n_carry + list(seqs_b) + list(invariants_b)
+        placeholders: dict[Variable, Variable] = {}
+        body_inputs = []
+        for old, is_batched in zip(self.body.inputs, inner_batched):
+            new = Variable(TensorType(old.dtype, (size.static, *old.type.shape)), name=old.name) if is_batched else old
+            if is_batched:
+                placeholders[old] = new
+            body_inputs.append(new)
+        with paused_gc():
+            outs = batch_graph(list(self.body.outputs), placeholders, BatchSize(ruler_of(body_inputs[0])))
+        op = Scan(Graph(body_inputs, outs), self.n_carry, self.n_seq, self.reverse, self.explicit_length)
+        prefix = [length] if self.explicit_length else []
+        new = op.make_node(*prefix, *outer_carries, *outer_seqs, *invariants).outputs
+        return [*new[: self.n_carry], *(swap(y) for y in new[self.n_carry :])]
+
     # -- derivatives -------------------------------------------------------------------------------------------
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list:
         from nbdiff.ops.scan_grad import scan_pullback

@@ -272,6 +272,14 @@ class UserElemwise(Elemwise):
         """The scalar function itself on numbers."""
         return self.fn(*args)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled by reference where the op is its module's attribute (``@nd.elemwise`` at module level: the
+        function's own name then names the op, not the function); otherwise field by field."""
+        module, qualname = getattr(self.fn, "__module__", None), getattr(self.fn, "__qualname__", "")
+        if _module_attribute(module, qualname) is self:
+            return (_module_attribute, (module, qualname))
+        return object.__reduce_ex__(self, protocol)
+
     def result_dtype(self, inputs: Sequence[Variable]) -> str:
         return _result_float_dtype([v.dtype for v in inputs])
 
@@ -459,6 +467,19 @@ def _validate_derivatives(op: UserElemwise) -> None:
                 raise _definition_error(
                     op.name, f"a derivative failed on placeholder inputs: {type(exc).__name__}: {exc}", derivative
                 ) from None
+
+
+def _module_attribute(module: str | None, qualname: str) -> Any:
+    """``module.qualname`` (imported), or None where it cannot be found (a local function)."""
+    import importlib
+    import sys
+
+    if module is None or "<locals>" in qualname:
+        return None
+    found: Any = sys.modules.get(module) or importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
 
 
 def elemwise(

@@ -474,9 +474,12 @@ def _module_attribute(module: str | None, qualname: str) -> Any:
     import importlib
     import sys
 
-    if module is None or "<locals>" in qualname:
+    if not isinstance(module, str) or not isinstance(qualname, str) or not qualname or "<locals>" in qualname:
         return None
-    found: Any = sys.modules.get(module) or importlib.import_module(module)
+    try:
+        found: Any = sys.modules.get(module) or importlib.import_module(module)
+    except ImportError:
+        return None
     for part in qualname.split("."):
         found = getattr(found, part, None)
     return found
@@ -763,7 +766,7 @@ def _checked_value(op_name: str, fn: Callable, value: Any, like: Variable, what:
     if not is_float(value.dtype):
         raise _definition_error(op_name, f"{what} has dtype {value.dtype}; expected {like.dtype}", fn)
     mismatch = value.ndim != like.ndim or any(
-        a is not None and b is not None and a != b for a, b in zip(value.shape, like.shape)
+        a is not None and b is not None and a != b for a, b in zip(value.type.shape, like.type.shape)
     )
     if mismatch and not (isinstance(value, Constant) and value.data.size == 1):
         raise _definition_error(op_name, f"{what} has type {value.type}; expected {like.type}", fn)

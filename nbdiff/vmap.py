@@ -120,7 +120,7 @@ def _move_to_front(arg: Variable, axis: int, position: int) -> Variable:
         raise node_error(
             AxisError,
             "vmap",
-            f"in_axes[{position}] = {axis} is out of range for argument {position} of shape {arg.shape}",
+            f"in_axes[{position}] = {axis} is out of range for argument {position} of shape {arg.type.shape}",
             [arg],
         )
     axis %= arg.ndim
@@ -133,7 +133,7 @@ def _check_same_size(fronts: list[tuple[int, Variable]]) -> list[tuple[int, Vari
     ruler = ruler_of(first)
     checked = [(first_position, first)]
     for position, value in fronts[1:]:
-        a, b = first.shape[0], value.shape[0]
+        a, b = first.type.shape[0], value.type.shape[0]
         if a is not None and b is not None and a != b:
             raise node_error(
                 ShapeError,
@@ -216,7 +216,7 @@ def vmap(fn_or_graph: Any, in_axes: Any = 0, out_axes: int = 0) -> Callable[...,
         call_args = list(variables)
         placeholders: dict[Variable, Variable] = {}
         for position, value in fronts:
-            placeholder = tensor(f"vmap_arg{position}", dtype=value.dtype, shape=value.shape[1:])
+            placeholder = tensor(f"vmap_arg{position}", dtype=value.dtype, shape=value.type.shape[1:])
             placeholders[placeholder] = value
             call_args[position] = placeholder
         result = fn(*call_args)

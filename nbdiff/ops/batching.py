@@ -33,7 +33,7 @@ class BatchSize:
 
     @property
     def static(self) -> int | None:
-        return self.ruler.shape[0]
+        return self.ruler.type.shape[0]
 
     def length(self) -> Variable:
         """The batch size as an int64 scalar (a constant when static), a size for the ``Sized*`` ops."""

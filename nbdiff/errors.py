@@ -97,7 +97,7 @@ def describe_inputs(values: Iterable[object]) -> str:
     parts = []
     for value in values:
         dtype = getattr(value, "dtype", type(value).__name__)
-        shape = getattr(value, "shape", None)
+        shape = getattr(getattr(value, "type", value), "shape", None)  # a variable's static shape, an array's shape
         if shape is None:
             parts.append(str(dtype))
         else:

@@ -187,7 +187,7 @@ def _finish(
             from nbdiff.ops.broadcast import zeros_like
 
             total = zeros_like(var, var.dtype if is_float(var.dtype) else "float64")
-        elif None not in var.shape and total.shape != var.shape or total.ndim != var.ndim:
+        elif None not in var.type.shape and total.type.shape != var.type.shape or total.ndim != var.ndim:
             from nbdiff.ops.broadcast import broadcast_like
 
             total = broadcast_like(total, var)
@@ -223,7 +223,7 @@ def grad(
             raise node_error(
                 GradientError,
                 "grad",
-                f"the cost must be a scalar, got shape {cost.shape}; sum it first, or use nd.Lop / nd.jacobian",
+                f"the cost must be a scalar, got shape {cost.type.shape}; sum it first, or use nd.Lop / nd.jacobian",
                 [cost],
             )
         if not is_float(cost.dtype):
@@ -247,7 +247,9 @@ def _seed(var: Variable, value: Any, what: str, role: str) -> Variable:
     the derivative requires the equality, so it becomes a run-time check and a fact the rewrites can use.
     """
     seed = as_variable(value, var)
-    if seed.ndim != var.ndim or any(a is not None and b is not None and a != b for a, b in zip(seed.shape, var.shape)):
+    if seed.ndim != var.ndim or any(
+        a is not None and b is not None and a != b for a, b in zip(seed.type.shape, var.type.shape)
+    ):
         raise node_error(
             GradientError,
             what,
@@ -269,7 +271,7 @@ def _provably_same_shape(seed: Variable, var: Variable) -> bool:
     A leaf (an input or a constant) that is not ``var`` is taken as unproven without walking ``var``'s graph: its
     unknown sizes are its own symbols, and its static shape was compared already.
     """
-    if seed is var or (None not in var.shape and seed.shape == var.shape):
+    if seed is var or (None not in var.type.shape and seed.type.shape == var.type.shape):
         return True
     if seed.owner is None:
         return False
@@ -337,7 +339,7 @@ def Rop(
             tangent = tangents.get(id(out))
             if tangent is None:
                 tangent = zeros_like(out, out.dtype if is_float(out.dtype) else "float64")
-            elif tangent.ndim != out.ndim or (None not in out.shape and tangent.shape != out.shape):
+            elif tangent.ndim != out.ndim or (None not in out.type.shape and tangent.type.shape != out.type.shape):
                 tangent = broadcast_like(tangent, out)  # pushforwards give output-shaped tangents; this guards
             results.append(tangent)
     return results if out_as_list else results[0]
@@ -404,7 +406,7 @@ def jacobian(
     if mode == "unroll" or (mode == "auto" and size is not None and size <= UNROLL_MAX):
         if size is None:
             raise node_error(
-                GradientError, "jacobian", f"mode='unroll' needs y of known size, got shape {y.shape}", [y]
+                GradientError, "jacobian", f"mode='unroll' needs y of known size, got shape {y.type.shape}", [y]
             )
         results = _jacobian_unrolled(y, wrt_list, size, disconnected)
     elif mode == "forward":
@@ -427,7 +429,7 @@ def _unflatten(rows: Variable, y: Variable, var: Variable) -> Variable:
 
     if y.ndim == 1:
         return rows
-    dims = (*y.shape, *var.shape)
+    dims = (*y.type.shape, *var.type.shape)
     if dims.count(None) <= 1:
         return reshape(rows, tuple(-1 if d is None else d for d in dims))
     tail = tuple(range(y.ndim, y.ndim + var.ndim))
@@ -457,7 +459,7 @@ def _jacobian_reverse(y: Variable, wrt: list[Variable], disconnected: Disconnect
     from nbdiff.vmap import BatchSize, batch_graph
 
     flat = _flat(y)
-    seed = tensor("jacobian_seed", dtype=flat.dtype if is_float(flat.dtype) else "float64", shape=flat.shape)
+    seed = tensor("jacobian_seed", dtype=flat.dtype if is_float(flat.dtype) else "float64", shape=flat.type.shape)
     pulled = Lop(flat, wrt, seed, disconnected=disconnected)
     eye = _identity_like(flat)
     with transform("jacobian (batched pullback)"):
@@ -474,7 +476,7 @@ def _jacobian_forward(y: Variable, var: Variable, disconnected: Disconnected) ->
     flat = _flat(y)
     if disconnected == "raise" and not _connected(flat, var):
         _finish(_Accumulator(), [flat], [var], "raise", "jacobian")  # raises DisconnectedInputError
-    tangent = tensor("jacobian_tangent", dtype=var.dtype if is_float(var.dtype) else "float64", shape=var.shape)
+    tangent = tensor("jacobian_tangent", dtype=var.dtype if is_float(var.dtype) else "float64", shape=var.type.shape)
     pushed = Rop(flat, var, tangent)
     eye = _identity_like(_flat(var))
     by_column = BatchSize(_identity_ruler(eye))
@@ -512,7 +514,7 @@ def hessian(
     cost = as_variable(cost)
     if cost.ndim != 0:
         raise node_error(
-            GradientError, "hessian", f"the cost must be a scalar, got shape {cost.shape}; sum it first", [cost]
+            GradientError, "hessian", f"the cost must be a scalar, got shape {cost.type.shape}; sum it first", [cost]
         )
     wrt_list, as_list = _as_list(wrt)
     wrt_list = _validate_wrt(wrt_list, "hessian")

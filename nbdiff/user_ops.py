@@ -272,6 +272,14 @@ class UserElemwise(Elemwise):
         """The scalar function itself on numbers."""
         return self.fn(*args)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled by reference where the op is its module's attribute (``@nd.elemwise`` at module level: the
+        function's own name then names the op, not the function); otherwise field by field."""
+        module, qualname = getattr(self.fn, "__module__", None), getattr(self.fn, "__qualname__", "")
+        if _module_attribute(module, qualname) is self:
+            return (_module_attribute, (module, qualname))
+        return object.__reduce_ex__(self, protocol)
+
     def result_dtype(self, inputs: Sequence[Variable]) -> str:
         return _result_float_dtype([v.dtype for v in inputs])
 
@@ -459,6 +467,22 @@ def _validate_derivatives(op: UserElemwise) -> None:
                 raise _definition_error(
                     op.name, f"a derivative failed on placeholder inputs: {type(exc).__name__}: {exc}", derivative
                 ) from None
+
+
+def _module_attribute(module: str | None, qualname: str) -> Any:
+    """``module.qualname`` (imported), or None where it cannot be found (a local function)."""
+    import importlib
+    import sys
+
+    if not isinstance(module, str) or not isinstance(qualname, str) or not qualname or "<locals>" in qualname:
+        return None
+    try:
+        found: Any = sys.modules.get(module) or importlib.import_module(module)
+    except ImportError:
+        return None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
 
 
 def elemwise(
@@ -742,7 +766,7 @@ def _checked_value(op_name: str, fn: Callable, value: Any, like: Variable, what:
     if not is_float(value.dtype):
         raise _definition_error(op_name, f"{what} has dtype {value.dtype}; expected {like.dtype}", fn)
     mismatch = value.ndim != like.ndim or any(
-        a is not None and b is not None and a != b for a, b in zip(value.shape, like.shape)
+        a is not None and b is not None and a != b for a, b in zip(value.type.shape, like.type.shape)
     )
     if mismatch and not (isinstance(value, Constant) and value.data.size == 1):
         raise _definition_error(op_name, f"{what} has type {value.type}; expected {like.type}", fn)

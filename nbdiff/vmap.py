@@ -13,7 +13,7 @@ from nbdiff.errors import AxisError, GraphError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Variable, as_variable
 from nbdiff.graph.provenance import transform
 from nbdiff.graph.traversal import paused_gc, toposort
-from nbdiff.ops.batching import BatchSize
+from nbdiff.ops.batching import Batched, BatchSize
 
 
 def ruler_of(value: Variable) -> Variable:
@@ -49,8 +49,11 @@ def _unrolled(node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], 
     return [stack([outs[k] for outs in per_element]) for k in range(len(node.outputs))]
 
 
-def _batch_node(node: Apply, inputs: list[Variable], batched: list[bool], size: BatchSize) -> list[Variable]:
-    """One node's batched outputs, by the op's rule (or unrolled), checked to have the batch axis in front."""
+def _batch_node(
+    node: Apply, inputs: list[Variable], batched: list[bool], size: BatchSize
+) -> tuple[list[Variable], list[bool]]:
+    """One node's new outputs and which are batched, by the op's rule (or unrolled), checked: a batched output has
+    the batch axis in front, an unbatched one its old rank."""
     rule = node.op.batch
     outs = None
     if rule is not None:
@@ -60,13 +63,17 @@ def _batch_node(node: Apply, inputs: list[Variable], batched: list[bool], size: 
             outs = None  # the rule declines this configuration (e.g. axis=None)
     if outs is None:
         outs = _unrolled(node, inputs, batched, size)
-    for old, new in zip(node.outputs, outs):
-        if new.ndim != old.ndim + 1 or new.dtype != old.dtype:
+    if isinstance(outs, Batched):
+        outs, flags = list(outs.outputs), list(outs.batched)
+    else:
+        outs, flags = list(outs), [True] * len(outs)
+    for old, new, flag in zip(node.outputs, outs, flags):
+        if new.ndim != old.ndim + flag or new.dtype != old.dtype:
             raise GraphError(
                 f"{node.op.name}: the batching rule gave {new.type} for an output of type {old.type} "
                 f"(a bug in the op's batch rule)"
             )
-    return outs
+    return outs, flags
 
 
 def batch_graph(
@@ -76,18 +83,22 @@ def batch_graph(
 
     Outputs that depend on no placeholder are repeated along the batch axis.
     """
-    env: dict[int, Variable] = {id(p): v for p, v in placeholders.items()}
+    env: dict[int, Variable] = {id(p): v for p, v in placeholders.items()}  # batched values
+    same: dict[int, Variable] = {}  # unbatched values rebuilt on batched ones (x.shape[0] of a batched x)
     with paused_gc():
         for node in toposort(list(outputs)):
             batched = [id(v) in env for v in node.inputs]
-            if not any(batched):
+            if not any(batched) and not any(id(v) in same for v in node.inputs):
                 continue
-            inputs = [env.get(id(v), v) for v in node.inputs]
+            inputs = [env.get(id(v), same.get(id(v), v)) for v in node.inputs]
             with transform(f"vmap of {_where(node)}"):
-                outs = _batch_node(node, inputs, batched, size)
-            for old, new in zip(node.outputs, outs):
-                env[id(old)] = new
-    return [env[id(out)] if id(out) in env else size.materialise(out) for out in outputs]
+                if any(batched):
+                    outs, flags = _batch_node(node, inputs, batched, size)
+                else:
+                    outs, flags = list(node.op.make_node(*inputs).outputs), [False] * len(node.outputs)
+            for old, new, flag in zip(node.outputs, outs, flags):
+                (env if flag else same)[id(old)] = new
+    return [env[id(out)] if id(out) in env else size.materialise(same.get(id(out), out)) for out in outputs]
 
 
 def _in_axes_list(in_axes: Any, count: int) -> list[int | None]:
@@ -109,7 +120,7 @@ def _move_to_front(arg: Variable, axis: int, position: int) -> Variable:
         raise node_error(
             AxisError,
             "vmap",
-            f"in_axes[{position}] = {axis} is out of range for argument {position} of shape {arg.shape}",
+            f"in_axes[{position}] = {axis} is out of range for argument {position} of shape {arg.type.shape}",
             [arg],
         )
     axis %= arg.ndim
@@ -122,7 +133,7 @@ def _check_same_size(fronts: list[tuple[int, Variable]]) -> list[tuple[int, Vari
     ruler = ruler_of(first)
     checked = [(first_position, first)]
     for position, value in fronts[1:]:
-        a, b = first.shape[0], value.shape[0]
+        a, b = first.type.shape[0], value.type.shape[0]
         if a is not None and b is not None and a != b:
             raise node_error(
                 ShapeError,
@@ -205,7 +216,7 @@ def vmap(fn_or_graph: Any, in_axes: Any = 0, out_axes: int = 0) -> Callable[...,
         call_args = list(variables)
         placeholders: dict[Variable, Variable] = {}
         for position, value in fronts:
-            placeholder = tensor(f"vmap_arg{position}", dtype=value.dtype, shape=value.shape[1:])
+            placeholder = tensor(f"vmap_arg{position}", dtype=value.dtype, shape=value.type.shape[1:])
             placeholders[placeholder] = value
             call_args[position] = placeholder
         result = fn(*call_args)

@@ -150,8 +150,17 @@ def test_vmap_of_a_function_batches_its_graph_as_written():
 
 
 def test_every_op_has_a_batching_rule_but_the_documented_ones():
-    """Adding an op means stating how it batches (or adding it here, where it is unrolled over a static batch)."""
+    """Adding an op means stating how it batches (or adding it here, where it is unrolled over a static batch).
+
+    The modules imported here register ops that ``import nbdiff`` alone may not have loaded yet."""
+    import nbdiff.ops.scan
+    import nbdiff.ops.scan_grad
+    import nbdiff.ops.sizes
+    import nbdiff.user_ops  # noqa: F401
     from nbdiff.graph.basic import registered_ops
 
+    assert {"Scan", "Shape", "ShapeAt", "SizedArange", "SizedBroadcastTo", "SizedFull", "SizedReshape"} <= set(
+        registered_ops()
+    )
     without = {name for name, cls in registered_ops().items() if cls.batch is None}
     assert without == {"Arange", "DiagMatrix", "Diagonal", "EmbedDiagonal", "FusedElemwise"}

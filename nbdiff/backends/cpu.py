@@ -127,12 +127,12 @@ def _op_units(graph: Graph, fault: str | None) -> list[Unit]:
 
 def _static_scalars(kernel: Kernel) -> list[int]:
     """The read inputs whose static shape has size 1 (0-d, constants, ``(1, 1)``): passed as scalars."""
-    return [r for r in read_inputs(kernel.op) if all(d == 1 for d in kernel.inputs[r].shape)]
+    return [r for r in read_inputs(kernel.op) if all(d == 1 for d in kernel.inputs[r].type.shape)]
 
 
 def _may_be_large(kernel: Kernel) -> bool:
     """Whether the kernel's loop may reach ``PARALLEL_THRESHOLD`` elements (unknown sizes may)."""
-    shapes = [v.shape for v in kernel.inputs]
+    shapes = [v.type.shape for v in kernel.inputs]
     if any(d is None for shape in shapes for d in shape):
         return True
     return int(np.prod(np.broadcast_shapes(*shapes), dtype=np.int64)) >= PARALLEL_THRESHOLD

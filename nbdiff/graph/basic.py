@@ -6,9 +6,7 @@ subexpressions merge for free and nodes can be dict keys. Each node keeps the pr
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
@@ -49,12 +47,10 @@ class Variable:
     @property
     def shape(self) -> tuple:
         """The shape as values: a Python int per known dimension, an int64 graph scalar (``x.shape[i]`` is
-        ``shape_at{axis=i}(x)``) per dimension known only at run time.
-
-        nbdiff's own code reads the static shape here (``None`` for unknown dimensions, as ``self.type.shape``):
-        the caller's module decides, so the package's many static checks need no second spelling.
+        ``shape_at{axis=i}(x)``) per dimension known only at run time. The static shape (``None`` for unknown
+        dimensions) is ``self.type.shape``, which nbdiff's own checks read.
         """
-        if sys._getframe(1).f_code.co_filename.startswith(_PACKAGE_DIR) or None not in self.type.shape:
+        if None not in self.type.shape:
             return self.type.shape
         from nbdiff.ops.sizes import shape_tuple
 
@@ -275,7 +271,6 @@ class Apply:
         return (rebuilt_node, (records, position))
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # nbdiff's own code sees static shapes
 _NODE_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _CONSTANT_CACHE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()

@@ -3,8 +3,10 @@
 An op states how it batches with its ``batch(node, inputs, batched, size)`` method (``nbdiff.vmap`` calls it):
 ``inputs`` are the node's inputs, each batched one with the batch axis in front; ``batched`` says which; ``size``
 is the ``BatchSize`` (materialises an unbatched value). The rule returns the node's outputs, each with the batch
-axis in front. Families share rules from here: elementwise ops align ranks and broadcast, ops with axis parameters
-shift them by one, and a few ops keep their own rule in their class.
+axis in front, or a ``Batched(outputs, batched)`` saying which outputs carry the batch axis (a size of a batched
+input, ``x.shape[0]``, is the same for every batch element and is not batched). Families share rules from here:
+elementwise ops align ranks and broadcast, ops with axis parameters shift them by one, and a few ops keep their own
+rule in their class.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from typing import Any, Sequence
 from nbdiff.graph.basic import Apply, Op, Variable
 
 
+@dataclasses.dataclass
+class Batched:
+    """What a batching rule returns when some outputs are not batched: the outputs, and which carry the batch axis."""
+
+    outputs: list[Variable]
+    batched: list[bool]
+
+
 class BatchSize:
     """The batch axis's length, as a ruler: a vector of length B taken from a batched value (and B when static)."""
 
@@ -23,7 +33,15 @@ class BatchSize:
 
     @property
     def static(self) -> int | None:
-        return self.ruler.shape[0]
+        return self.ruler.type.shape[0]
+
+    def length(self) -> Variable:
+        """The batch size as an int64 scalar (a constant when static), a size for the ``Sized*`` ops."""
+        from nbdiff.graph.basic import constant
+        from nbdiff.ops.sizes import SIZE_DTYPE, ShapeAt
+
+        static = self.static
+        return constant(static, SIZE_DTYPE) if static is not None else ShapeAt(0)(self.ruler)
 
     def materialise(self, value: Variable) -> Variable:
         """``value`` repeated along a new leading batch axis (a broadcast, no copy in NumPy)."""

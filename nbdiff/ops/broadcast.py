@@ -35,7 +35,7 @@ class SumToLike(Op):
     def infer(self, g: Variable, like: Variable) -> list[TensorType]:
         if g.ndim < like.ndim:
             raise self.error(ShapeError, "the gradient has fewer dimensions than the variable it sums to", [g, like])
-        return [TensorType(g.dtype, like.shape)]
+        return [TensorType(g.dtype, like.type.shape)]
 
     def perform(self, g: np.ndarray, like: np.ndarray) -> tuple[np.ndarray]:
         if g.shape == like.shape:
@@ -77,7 +77,7 @@ class BroadcastLike(Op):
     batch = batching.batch_broadcasting
 
     def infer(self, a: Variable, like: Variable) -> list[TensorType]:
-        return [TensorType(a.dtype, broadcast_shapes(self.name, a.shape, like.shape))]
+        return [TensorType(a.dtype, broadcast_shapes(self.name, a.type.shape, like.type.shape))]
 
     def perform(self, a: np.ndarray, like: np.ndarray) -> tuple[np.ndarray]:
         if a.shape == like.shape:
@@ -112,7 +112,7 @@ class FillLike(Op):
         return {0: "zeros_like", 1: "ones_like"}.get(self.value, "full_like")  # type: ignore[call-overload]
 
     def infer(self, like: Variable) -> list[TensorType]:
-        return [TensorType(self.dtype or like.dtype, like.shape)]
+        return [TensorType(self.dtype or like.dtype, like.type.shape)]
 
     def perform(self, like: np.ndarray) -> tuple[np.ndarray]:
         return (np.full(like.shape, self.value, dtype=self.dtype or like.dtype),)
@@ -142,9 +142,13 @@ class AssertShapeLike(Op):
     what: str = "the value"
 
     def infer(self, a: Variable, like: Variable) -> list[TensorType]:
-        if a.ndim != like.ndim or any(p is not None and q is not None and p != q for p, q in zip(a.shape, like.shape)):
-            raise self.error(ShapeError, f"{self.what} must have shape {like.shape}, got {a.shape}", [a, like])
-        shape = tuple(q if q is not None else p for p, q in zip(a.shape, like.shape))
+        if a.ndim != like.ndim or any(
+            p is not None and q is not None and p != q for p, q in zip(a.type.shape, like.type.shape)
+        ):
+            raise self.error(
+                ShapeError, f"{self.what} must have shape {like.type.shape}, got {a.type.shape}", [a, like]
+            )
+        shape = tuple(q if q is not None else p for p, q in zip(a.type.shape, like.type.shape))
         return [TensorType(a.dtype, shape)]
 
     def perform(self, a: np.ndarray, like: np.ndarray) -> tuple[np.ndarray]:
@@ -176,21 +180,21 @@ def may_be_broadcast(var: Variable, node: Apply | None, grad: Variable) -> bool:
     """
     if grad.ndim > var.ndim:
         return True
-    if None not in var.shape and grad.shape == var.shape:
+    if None not in var.type.shape and grad.type.shape == var.type.shape:
         return False
     if node is None:
         return True
     ndim = grad.ndim
-    for axis, dim in enumerate(var.shape):
+    for axis, dim in enumerate(var.type.shape):
         if dim is not None and dim != 1:
             continue  # a known size > 1 cannot have been broadcast
-        if dim == 1 and grad.shape[axis] == 1:
+        if dim == 1 and grad.type.shape[axis] == 1:
             continue
         for other in node.inputs:
             if other is var:
                 continue
             position = axis - ndim + other.ndim
-            if position >= 0 and other.shape[position] != 1:
+            if position >= 0 and other.type.shape[position] != 1:
                 return True
     return False
 
@@ -204,7 +208,7 @@ def sum_to_like(g: Variable, like: Variable, node: Apply | None = None) -> Varia
 
 def broadcast_like(a: Variable, like: Variable) -> Variable:
     """``a`` broadcast to ``like``'s shape; a no-op when the static shapes are already equal and known."""
-    if None not in a.shape and a.shape == like.shape:
+    if None not in a.type.shape and a.type.shape == like.type.shape:
         return a
     return BroadcastLike()(a, like)
 

@@ -65,7 +65,7 @@ class Elemwise(Op):
         if len(inputs) != self.nin:
             raise self.error(DTypeError, f"expected {self.nin} input(s), got {len(inputs)}", inputs)
         dtype = self.result_dtype(inputs)
-        shape = broadcast_shapes(self.name, *(v.shape for v in inputs))
+        shape = broadcast_shapes(self.name, *(v.type.shape for v in inputs))
         return [TensorType(dtype, shape)]
 
     def result_dtype(self, inputs: Sequence[Variable]) -> str:
@@ -356,7 +356,7 @@ class Cast(UnaryElemwise):
 
     def infer(self, *inputs: Variable) -> list[TensorType]:
         (x,) = inputs
-        return [TensorType(self.dtype, x.shape)]
+        return [TensorType(self.dtype, x.type.shape)]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         return (x.astype(self.dtype),)

@@ -71,7 +71,7 @@ def _entries(op: Op, x: Variable, items: tuple, arrays: Sequence[Variable]) -> l
 
 
 def _check_int(op: Op, x: Variable, value: int, axis: int) -> None:
-    size = x.shape[axis]
+    size = x.type.shape[axis]
     if size is not None and not -size <= value < size:
         raise op.error(IndexingError, f"index {value} is out of bounds for axis {axis} with size {size}", [x])
 
@@ -81,12 +81,12 @@ def _basic_dims(op: Op, x: Variable, item: Any, axes: tuple) -> list:
     if item is None:
         return [1]
     if item is Ellipsis:
-        return [x.shape[a] for a in axes]
+        return [x.type.shape[a] for a in axes]
     (axis,) = axes
     if isinstance(item, int):
         _check_int(op, x, item, axis)
         return []
-    size = x.shape[axis]
+    size = x.type.shape[axis]
     return [None if size is None else len(range(*slice(*item).indices(size)))]
 
 
@@ -96,21 +96,21 @@ def _advanced_shape(op: Op, x: Variable, item: Any, array: Variable | None, axes
         _check_int(op, x, item, axes[0])
         return ()
     if array.dtype == "bool":
-        dims = tuple(x.shape[a] for a in axes)
-        if any(m is not None and d is not None and m != d for m, d in zip(array.shape, dims)):
+        dims = tuple(x.type.shape[a] for a in axes)
+        if any(m is not None and d is not None and m != d for m, d in zip(array.type.shape, dims)):
             raise op.error(
                 IndexingError,
-                f"boolean index of shape {array.shape} does not match the indexed dimensions {dims}",
+                f"boolean index of shape {array.type.shape} does not match the indexed dimensions {dims}",
                 [x, array],
             )
         return (int(np.count_nonzero(array.data)),) if isinstance(array, Constant) else (None,)
-    size = x.shape[axes[0]]
+    size = x.type.shape[axes[0]]
     if isinstance(array, Constant) and size is not None and array.data.size:
         low, high = int(array.data.min()), int(array.data.max())
         if low < -size or high >= size:
             bad = high if high >= size else low
             raise op.error(IndexingError, f"index {bad} is out of bounds for axis {axes[0]} with size {size}", [x])
-    return array.shape
+    return array.type.shape
 
 
 def index_shape(op: Op, x: Variable, items: tuple, arrays: Sequence[Variable]) -> tuple:
@@ -246,9 +246,11 @@ class IndexAdd(Op):
 
     def infer(self, x: Variable, g: Variable, *arrays: Variable) -> list[TensorType]:
         indexed = index_shape(self, x, self.items, arrays)
-        if g.ndim > len(indexed) or len(broadcast_shapes(self.name, g.shape, indexed)) != len(indexed):
-            raise self.error(ShapeError, f"values of shape {g.shape} do not fit an index of shape {indexed}", [x, g])
-        return [TensorType(g.dtype, x.shape)]
+        if g.ndim > len(indexed) or len(broadcast_shapes(self.name, g.type.shape, indexed)) != len(indexed):
+            raise self.error(
+                ShapeError, f"values of shape {g.type.shape} do not fit an index of shape {indexed}", [x, g]
+            )
+        return [TensorType(g.dtype, x.type.shape)]
 
     def perform(self, x: np.ndarray, g: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray]:
         out = np.zeros(x.shape, dtype=g.dtype)
@@ -422,7 +424,7 @@ def _along_axis_shape(op: Op, arr: Variable, indices: Variable, axis: int | None
     if axis is None:
         if indices.ndim != 1:
             raise op.error(ShapeError, "with axis=None the indices must have a single dimension", [arr, indices])
-        shape, axis_size = indices.shape, arr.type.size
+        shape, axis_size = indices.type.shape, arr.type.size
     else:
         if indices.ndim != arr.ndim:
             raise op.error(ShapeError, "indices and arr must have the same number of dimensions", [arr, indices])
@@ -430,7 +432,7 @@ def _along_axis_shape(op: Op, arr: Variable, indices: Variable, axis: int | None
             detail = f"NumPy indexes with at most {max_ndim() - 1} arrays: arr may have {max_ndim() - 1} dimensions"
             raise op.error(IndexingError, detail, [arr, indices])
         dims = []
-        for dim, (a, i) in enumerate(zip(arr.shape, indices.shape)):
+        for dim, (a, i) in enumerate(zip(arr.type.shape, indices.type.shape)):
             if dim == axis:
                 dims.append(i)
             elif a is not None and i is not None and a != i and 1 not in (a, i):
@@ -439,7 +441,7 @@ def _along_axis_shape(op: Op, arr: Variable, indices: Variable, axis: int | None
                 )
             else:
                 dims.append(broadcast_shapes(op.name, (a,), (i,))[0])
-        shape, axis_size = tuple(dims), arr.shape[axis]
+        shape, axis_size = tuple(dims), arr.type.shape[axis]
     if isinstance(indices, Constant) and axis_size is not None and indices.data.size:
         low, high = int(indices.data.min()), int(indices.data.max())
         if low < -axis_size or high >= axis_size:
@@ -484,9 +486,9 @@ class AddAlongAxis(Op):
 
     def infer(self, arr: Variable, g: Variable, indices: Variable) -> list[TensorType]:
         taken = _along_axis_shape(self, arr, indices, self.axis)
-        if g.ndim != len(taken) or len(broadcast_shapes(self.name, g.shape, taken)) != len(taken):
-            raise self.error(ShapeError, f"values of shape {g.shape} do not fit indices giving {taken}", [arr, g])
-        return [TensorType(g.dtype, arr.shape)]
+        if g.ndim != len(taken) or len(broadcast_shapes(self.name, g.type.shape, taken)) != len(taken):
+            raise self.error(ShapeError, f"values of shape {g.type.shape} do not fit indices giving {taken}", [arr, g])
+        return [TensorType(g.dtype, arr.type.shape)]
 
     def perform(self, arr: np.ndarray, g: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray]:
         out = np.zeros(arr.shape, dtype=g.dtype)

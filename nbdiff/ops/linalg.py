@@ -30,14 +30,14 @@ def _prepare(a: Any, b: Any) -> tuple[Variable, Variable]:
 
 def _shape(var: Variable) -> str:
     """A static shape as NumPy prints it, with ``?`` for unknown dimensions: ``(3, ?)``."""
-    dims = ["?" if d is None else str(d) for d in var.shape]
+    dims = ["?" if d is None else str(d) for d in var.type.shape]
     return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
 
 
 def _check_inner(op_name: str, a: Variable, b: Variable) -> None:
     """Raise a ShapeError naming ``op_name`` when the contracted dimensions are known and differ."""
-    k_a = a.shape[-1]
-    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    k_a = a.type.shape[-1]
+    k_b = b.type.shape[0] if b.ndim == 1 else b.type.shape[-2]
     if k_a is not None and k_b is not None and k_a != k_b:
         raise node_error(
             ShapeError,
@@ -70,15 +70,15 @@ class MatMul(Op):
                 )
         _check_inner(self.name, a, b)
         try:
-            batch = broadcast_shapes(self.name, a.shape[:-2], b.shape[:-2])
+            batch = broadcast_shapes(self.name, a.type.shape[:-2], b.type.shape[:-2])
         except ShapeError:
             raise self.error(
                 ShapeError,
                 f"the batch dimensions of shapes {_shape(a)} and {_shape(b)} cannot be broadcast together",
                 [a, b],
             ) from None
-        rows = a.shape[-2:-1] if a.ndim >= 2 else ()
-        cols = b.shape[-1:] if b.ndim >= 2 else ()
+        rows = a.type.shape[-2:-1] if a.ndim >= 2 else ()
+        cols = b.type.shape[-1:] if b.ndim >= 2 else ()
         dtype = numpy_result_dtype(np.matmul, a.dtype, b.dtype)
         return [TensorType(dtype, tuple(batch) + tuple(rows) + tuple(cols))]
 
@@ -138,7 +138,7 @@ class MatrixTranspose(Op):
     def infer(self, x: Variable) -> list[TensorType]:
         if x.ndim < 2:
             raise self.error(ShapeError, f"needs at least 2 dimensions, got {x.ndim}", [x])
-        return [TensorType(x.dtype, tuple(x.shape[:-2]) + (x.shape[-1], x.shape[-2]))]
+        return [TensorType(x.dtype, tuple(x.type.shape[:-2]) + (x.type.shape[-1], x.type.shape[-2]))]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.swapaxes(x, -1, -2),)
@@ -170,7 +170,7 @@ def _sum_all_but(x: Variable, keep: int) -> Variable:
 def _sum_batch_to(grad: Variable, var: Variable) -> Variable:
     """``grad`` summed over the batch dimensions that broadcasting added to ``var``."""
     if grad.ndim == var.ndim and all(
-        d is not None and (d != 1 or gd == 1) for d, gd in zip(var.shape[:-2], grad.shape[:-2])
+        d is not None and (d != 1 or gd == 1) for d, gd in zip(var.type.shape[:-2], grad.type.shape[:-2])
     ):
         return grad
     return bc.sum_to_like(grad, var)

@@ -54,7 +54,7 @@ class LogSumExp(Op):
     keepdims: bool = False
 
     def infer(self, x: Variable) -> list[TensorType]:
-        return [TensorType(_float_dtype(x.dtype), reduced_shape(x.shape, self.axes, self.keepdims))]
+        return [TensorType(_float_dtype(x.dtype), reduced_shape(x.type.shape, self.axes, self.keepdims))]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         shifted, top = _shifted(x, self.axes)
@@ -99,7 +99,7 @@ class Softmax(Op):
     axes: tuple[int, ...]
 
     def infer(self, x: Variable) -> list[TensorType]:
-        return [TensorType(_float_dtype(x.dtype), x.shape)]
+        return [TensorType(_float_dtype(x.dtype), x.type.shape)]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         shifted, _ = _shifted(x, self.axes)
@@ -138,7 +138,7 @@ class LogSoftmax(Op):
     axes: tuple[int, ...]
 
     def infer(self, x: Variable) -> list[TensorType]:
-        return [TensorType(_float_dtype(x.dtype), x.shape)]
+        return [TensorType(_float_dtype(x.dtype), x.type.shape)]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         shifted, _ = _shifted(x, self.axes)
@@ -181,7 +181,7 @@ class LogSoftmaxTake(Op):
     def infer(self, x: Variable, indices: Variable) -> list[TensorType]:
         shape = _one_per_slice_shape(self, x, indices)
         dtype = _float_dtype(x.dtype)
-        return [TensorType(dtype, shape), TensorType(dtype, x.shape)]
+        return [TensorType(dtype, shape), TensorType(dtype, x.type.shape)]
 
     def perform(self, x: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shifted, _ = _shifted(x, (self.axis,))
@@ -236,11 +236,11 @@ class LogSoftmaxTakeGrad(Op):
 
     def infer(self, probabilities: Variable, indices: Variable, g: Variable) -> list[TensorType]:
         taken = _one_per_slice_shape(self, probabilities, indices)
-        broadcast = broadcast_shapes(self.name, g.shape, taken) if g.ndim <= len(taken) else None
+        broadcast = broadcast_shapes(self.name, g.type.shape, taken) if g.ndim <= len(taken) else None
         if broadcast is None or any(t is not None and b != t for b, t in zip(broadcast, taken)):
-            detail = f"the gradient's shape {g.shape} does not fit indices giving {taken}"
+            detail = f"the gradient's shape {g.type.shape} does not fit indices giving {taken}"
             raise self.error(ShapeError, detail, [probabilities, g])
-        return [TensorType(probabilities.dtype, probabilities.shape)]
+        return [TensorType(probabilities.dtype, probabilities.type.shape)]
 
     def perform(self, probabilities: np.ndarray, indices: np.ndarray, g: np.ndarray) -> tuple[np.ndarray]:
         g = g.astype(probabilities.dtype, copy=False)
@@ -297,8 +297,10 @@ def _without(shape: tuple, axis: int) -> tuple:
 def _one_per_slice_shape(op: Op, x: Variable, indices: Variable) -> tuple:
     """``take_along_axis``'s result shape, for indices that must have size 1 along ``op.axis``."""
     shape = _along_axis_shape(op, x, indices, op.axis)
-    if indices.shape[op.axis] != 1:
-        raise op.error(ShapeError, f"indices must have size 1 along axis {op.axis}, got {indices.shape}", [x, indices])
+    if indices.type.shape[op.axis] != 1:
+        raise op.error(
+            ShapeError, f"indices must have size 1 along axis {op.axis}, got {indices.type.shape}", [x, indices]
+        )
     return shape
 
 

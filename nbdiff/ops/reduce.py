@@ -68,7 +68,7 @@ class Reduce(Op):
 
     def infer(self, x: Variable) -> list[TensorType]:
         dtype = numpy_result_dtype(type(self).reduce_dtype_fn, x.dtype)
-        return [TensorType(dtype, reduced_shape(x.shape, self.axes, self.keepdims))]
+        return [TensorType(dtype, reduced_shape(x.type.shape, self.axes, self.keepdims))]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.asarray(type(self).numpy_reduce(x, axis=self.axes, keepdims=self.keepdims)),)
@@ -127,7 +127,7 @@ class ReducedSize(Op):
 
 def reduced_size(x: Variable, axes: tuple[int, ...], dtype: str) -> Variable:
     """The number of reduced elements: a constant when the dimensions are static, else read at run time."""
-    dims = [x.shape[a] for a in axes]
+    dims = [x.type.shape[a] for a in axes]
     if None not in dims:
         return constant(float(math.prod(dims)), dtype)
     return ReducedSize(axes, dtype)(x)
@@ -183,7 +183,7 @@ class ProdOthers(Op):
     axes: tuple[int, ...]
 
     def infer(self, x: Variable) -> list[TensorType]:
-        return [TensorType(x.dtype, x.shape)]
+        return [TensorType(x.dtype, x.type.shape)]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         flat = _to_slices(x, self.axes)
@@ -221,7 +221,7 @@ class ProdHVP(Op):
         return "prod_hvp"
 
     def infer(self, x: Variable, u: Variable) -> list[TensorType]:
-        return [TensorType(x.dtype, broadcast_shapes(self.name, x.shape, u.shape))]
+        return [TensorType(x.dtype, broadcast_shapes(self.name, x.type.shape, u.type.shape))]
 
     def perform(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray]:
         u = np.broadcast_to(u, x.shape)
@@ -266,7 +266,7 @@ class Extremum(Reduce):
     abstract = True
 
     def infer(self, x: Variable) -> list[TensorType]:
-        empty = [a for a in self.axes if x.shape[a] == 0]
+        empty = [a for a in self.axes if x.type.shape[a] == 0]
         if empty:
             raise self.error(ShapeError, f"{self._empty_message(empty[0])}", [x])
         return super().infer(x)
@@ -324,7 +324,7 @@ class ExtremumWeights(Op):
     keepdims: bool = False
 
     def infer(self, x: Variable, out: Variable) -> list[TensorType]:
-        return [TensorType(x.dtype if is_float(x.dtype) else "float64", x.shape)]
+        return [TensorType(x.dtype if is_float(x.dtype) else "float64", x.type.shape)]
 
     def perform(self, x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray]:
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype("float64")

@@ -86,7 +86,7 @@ class Scan(Op):
                 raise self.error(ShapeError, f"input {position} is {got}, the body expects {want}", inputs)
         steps = _static_length(length, seqs)
         return [v.type for v in carries] + [
-            TensorType(y.dtype, (steps, *y.shape)) for y in self.body.outputs[self.n_carry :]
+            TensorType(y.dtype, (steps, *y.type.shape)) for y in self.body.outputs[self.n_carry :]
         ]
 
     # -- evaluation --------------------------------------------------------------------------------------------
@@ -98,7 +98,8 @@ class Scan(Op):
         _, carries, seqs, _ = self.split(list(input_dims))
         steps = seqs[0][0] if seqs else fresh_dim()
         ys = [
-            (steps, *(d if d is not None else fresh_dim() for d in y.shape)) for y in self.body.outputs[self.n_carry :]
+            (steps, *(d if d is not None else fresh_dim() for d in y.type.shape))
+            for y in self.body.outputs[self.n_carry :]
         ]
         return [*carries, *ys]
 
@@ -166,6 +167,37 @@ class Scan(Op):
 
         return perform
 
+    # -- vmap --------------------------------------------------------------------------------------------------
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:
+        """A scan of batched carries, sequences or invariants is one scan whose body is the vmapped body: every carry
+        batched, the batched sequences iterated on their axis 1 (moved to 0), the ys' batch axis moved to the front.
+        A batched length (a different number of steps per batch element) is declined."""
+        from nbdiff.ops.batching import BatchSize
+        from nbdiff.ops.shape import transpose
+        from nbdiff.vmap import batch_graph, ruler_of
+
+        length, carries, seqs, invariants = self.split(inputs)
+        length_b, carries_b, seqs_b, invariants_b = self.split(batched)
+        if length_b:
+            raise NotImplementedError("a scan with a batched length has no batching rule")
+        swap = lambda v: transpose(v, (1, 0, *range(2, v.ndim)))  # noqa: E731
+        outer_carries = [c if b else size.materialise(c) for c, b in zip(carries, carries_b)]
+        outer_seqs = [swap(s) if b else s for s, b in zip(seqs, seqs_b)]
+        inner_batched = [True] * self.n_carry + list(seqs_b) + list(invariants_b)
+        placeholders: dict[Variable, Variable] = {}
+        body_inputs = []
+        for old, is_batched in zip(self.body.inputs, inner_batched):
+            new = Variable(TensorType(old.dtype, (size.static, *old.type.shape)), name=old.name) if is_batched else old
+            if is_batched:
+                placeholders[old] = new
+            body_inputs.append(new)
+        with paused_gc():
+            outs = batch_graph(list(self.body.outputs), placeholders, BatchSize(ruler_of(body_inputs[0])))
+        op = Scan(Graph(body_inputs, outs), self.n_carry, self.n_seq, self.reverse, self.explicit_length)
+        prefix = [length] if self.explicit_length else []
+        new = op.make_node(*prefix, *outer_carries, *outer_seqs, *invariants).outputs
+        return [*new[: self.n_carry], *(swap(y) for y in new[self.n_carry :])]
+
     # -- derivatives -------------------------------------------------------------------------------------------
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list:
         from nbdiff.ops.scan_grad import scan_pullback
@@ -179,7 +211,7 @@ class Scan(Op):
 
 
 def _slice_type(seq: Variable) -> TensorType:
-    return TensorType(seq.dtype, seq.shape[1:])
+    return TensorType(seq.dtype, seq.type.shape[1:])
 
 
 def _compatible(a: tuple, b: tuple) -> bool:
@@ -191,7 +223,7 @@ def _static_length(length: Variable | None, seqs: Sequence[Variable]) -> int | N
     """The number of steps when the graph already knows it (a constant length, or a sequence's static length)."""
     if isinstance(length, Constant):
         return int(length.data)
-    known = [s.shape[0] for s in seqs if s.shape[0] is not None]
+    known = [s.type.shape[0] for s in seqs if s.type.shape[0] is not None]
     return known[0] if known else None
 
 
@@ -272,7 +304,7 @@ def _structure(value: Any, what: str) -> tuple[list[Variable], bool]:
 
 def _length_input(length: int | Variable | None, sequences: list[Variable]) -> Variable | None:
     """The explicit length input (None when the sequences give it); static lengths must agree."""
-    known = [(k, s.shape[0]) for k, s in enumerate(sequences) if s.shape[0] is not None]
+    known = [(k, s.type.shape[0]) for k, s in enumerate(sequences) if s.type.shape[0] is not None]
     for (k1, n1), (k2, n2) in zip(known, known[1:]):
         if n1 != n2:
             raise node_error(
@@ -329,9 +361,12 @@ def _check_carries(carries: list[Variable], new_carries: list[Variable]) -> None
                 f"carry {k} changes dtype in one step, from {old.dtype} to {new.dtype}; cast it with .astype",
                 [old, new],
             )
-        if not _compatible(old.shape, new.shape):
+        if not _compatible(old.type.shape, new.type.shape):
             raise node_error(
-                ShapeError, "scan", f"carry {k} changes shape in one step, from {old.shape} to {new.shape}", [old, new]
+                ShapeError,
+                "scan",
+                f"carry {k} changes shape in one step, from {old.type.shape} to {new.type.shape}",
+                [old, new],
             )
 
 

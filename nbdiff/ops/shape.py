@@ -52,7 +52,7 @@ def _common_dims(op: Op, inputs: Sequence[Variable], skip: int | None) -> list[i
     shape: list[int | None] = [None] * inputs[0].ndim
     owner: list[int] = [0] * inputs[0].ndim
     for position, var in enumerate(inputs):
-        for axis, dim in enumerate(var.shape):
+        for axis, dim in enumerate(var.type.shape):
             if axis == skip or dim is None:
                 continue
             if shape[axis] is None:
@@ -61,7 +61,7 @@ def _common_dims(op: Op, inputs: Sequence[Variable], skip: int | None) -> list[i
                 first = inputs[owner[axis]]
                 raise op.error(
                     ShapeError,
-                    f"input {owner[axis]} has shape {first.shape} but input {position} has shape {var.shape} "
+                    f"input {owner[axis]} has shape {first.type.shape} but input {position} has shape {var.type.shape} "
                     f"(dimension {axis} differs)",
                     [first, var],
                 )
@@ -133,12 +133,12 @@ class Reshape(Op):
 
     def static_shape(self, x: Variable) -> tuple:
         """The result's static shape: -1 resolved when x's size is known, ``None`` otherwise."""
-        total = _known_size(x.shape)
+        total = _known_size(x.type.shape)
         if -1 not in self.shape:
             target = math.prod(self.shape)
-            known = math.prod(d for d in x.shape if d is not None)
+            known = math.prod(d for d in x.type.shape if d is not None)
             if (total is not None and total != target) or (total is None and target % known):
-                raise self.error(ShapeError, f"cannot reshape shape {x.shape} into shape {self.shape}", [x])
+                raise self.error(ShapeError, f"cannot reshape shape {x.type.shape} into shape {self.shape}", [x])
             return self.shape
         rest = math.prod(d for d in self.shape if d != -1)
         if rest == 0:
@@ -147,7 +147,7 @@ class Reshape(Op):
             return tuple(None if d == -1 else d for d in self.shape)
         if total % rest:
             raise self.error(
-                ShapeError, f"cannot reshape shape {x.shape} ({total} elements) into shape {self.shape}", [x]
+                ShapeError, f"cannot reshape shape {x.type.shape} ({total} elements) into shape {self.shape}", [x]
             )
         return tuple(total // rest if d == -1 else d for d in self.shape)
 
@@ -184,10 +184,10 @@ class ReshapeLike(Op):
     batch = batching.batch_per_leading_axis
 
     def infer(self, g: Variable, like: Variable) -> list[TensorType]:
-        sizes = _known_size(g.shape), _known_size(like.shape)
+        sizes = _known_size(g.type.shape), _known_size(like.type.shape)
         if None not in sizes and sizes[0] != sizes[1]:
-            raise self.error(ShapeError, f"cannot reshape shape {g.shape} into shape {like.shape}", [g, like])
-        return [TensorType(g.dtype, like.shape)]
+            raise self.error(ShapeError, f"cannot reshape shape {g.type.shape} into shape {like.type.shape}", [g, like])
+        return [TensorType(g.dtype, like.type.shape)]
 
     def perform(self, g: np.ndarray, like: np.ndarray) -> tuple[np.ndarray]:
         try:
@@ -206,8 +206,8 @@ class ReshapeLike(Op):
 
 def _reshape_to(g: Variable, like: Variable) -> Variable:
     """``g`` reshaped to ``like``'s shape: a static reshape when that shape is known, else a run-time one."""
-    if None not in like.shape:
-        return reshape(g, like.shape)
+    if None not in like.type.shape:
+        return reshape(g, like.type.shape)
     return ReshapeLike()(g, like)
 
 
@@ -221,7 +221,7 @@ def reshape(x: Any, shape: Any) -> Variable:
     op = Reshape(entries)
     target = op.static_shape(x)
     if None not in target:
-        if target == x.shape:
+        if target == x.type.shape:
             return x
         op = Reshape(target)  # -1 resolved: reshape(x, (-1,)) and reshape(x, (6,)) are one node
     return op(x)
@@ -239,7 +239,7 @@ class Transpose(Op):
     def infer(self, x: Variable) -> list[TensorType]:
         if sorted(self.axes) != list(range(x.ndim)):
             raise self.error(AxisError, f"axes {self.axes} are not a permutation of {x.ndim} dimension(s)", [x])
-        return [TensorType(x.dtype, tuple(x.shape[a] for a in self.axes))]
+        return [TensorType(x.dtype, tuple(x.type.shape[a] for a in self.axes))]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.transpose(x, self.axes),)
@@ -284,7 +284,7 @@ class ExpandDims(Op):
     axes: tuple[int, ...]
 
     def infer(self, x: Variable) -> list[TensorType]:
-        shape = list(x.shape)
+        shape = list(x.type.shape)
         for axis in self.axes:
             if not 0 <= axis <= len(shape):
                 raise self.error(AxisError, f"axis {axis} is out of bounds for the result's dimensions", [x])
@@ -329,9 +329,11 @@ class Squeeze(Op):
         for axis in self.axes:
             if not 0 <= axis < x.ndim:
                 raise self.error(AxisError, f"axis {axis} is out of bounds for {x.ndim} dimension(s)", [x])
-            if x.shape[axis] not in (1, None):
-                raise self.error(ShapeError, f"cannot squeeze axis {axis}: its length is {x.shape[axis]}, not 1", [x])
-        return [TensorType(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in self.axes))]
+            if x.type.shape[axis] not in (1, None):
+                raise self.error(
+                    ShapeError, f"cannot squeeze axis {axis}: its length is {x.type.shape[axis]}, not 1", [x]
+                )
+        return [TensorType(x.dtype, tuple(d for i, d in enumerate(x.type.shape) if i not in self.axes))]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         for axis in self.axes:
@@ -352,7 +354,7 @@ def squeeze(x: Any, axis: Any = None) -> Variable:
     """Remove length-1 dimensions; ``axis=None`` removes those statically known to be 1, as NumPy does."""
     x = as_variable(x)
     if axis is None:
-        axes = tuple(i for i, d in enumerate(x.shape) if d == 1)
+        axes = tuple(i for i, d in enumerate(x.type.shape) if d == 1)
     else:
         axes = normalize_axes("squeeze", axis, x.ndim)
     return Squeeze(axes)(x) if axes else x
@@ -370,13 +372,15 @@ class BroadcastTo(Op):
     def infer(self, x: Variable) -> list[TensorType]:
         lead = len(self.shape) - x.ndim
         if lead < 0:
-            raise self.error(ShapeError, f"cannot broadcast shape {x.shape} to the shorter shape {self.shape}", [x])
-        for axis, dim in enumerate(x.shape):
+            raise self.error(
+                ShapeError, f"cannot broadcast shape {x.type.shape} to the shorter shape {self.shape}", [x]
+            )
+        for axis, dim in enumerate(x.type.shape):
             target = self.shape[lead + axis]
             if dim is not None and dim not in (1, target):
                 raise self.error(
                     ShapeError,
-                    f"cannot broadcast shape {x.shape} to shape {self.shape} (dimension {axis} is {dim}, "
+                    f"cannot broadcast shape {x.type.shape} to shape {self.shape} (dimension {axis} is {dim}, "
                     f"not 1 or {target})",
                     [x],
                 )
@@ -411,7 +415,7 @@ def broadcast_to(x: Any, shape: Any) -> Variable:
     if isinstance(entries, list):
         return sizes.SizedBroadcastTo()(x, *entries)
     target = static_shape("broadcast_to", entries, x.dtype, [x])
-    if target == x.shape:
+    if target == x.type.shape:
         return x
     return BroadcastTo(target)(x)
 
@@ -434,7 +438,7 @@ class Concatenate(Op):
         if not 0 <= self.axis < ndim:
             raise self.error(AxisError, f"axis {self.axis} is out of bounds for {ndim} dimension(s)", inputs[:1])
         shape = _common_dims(self, inputs, skip=self.axis)
-        along = [v.shape[self.axis] for v in inputs]
+        along = [v.type.shape[self.axis] for v in inputs]
         shape[self.axis] = None if None in along else sum(along)  # type: ignore[arg-type]
         return [TensorType(numpy_result_dtype(_joined, *(v.dtype for v in inputs)), tuple(shape))]
 
@@ -472,14 +476,14 @@ class Split(Op):
             raise self.error(AxisError, f"axis {self.axis} is out of bounds for {x.ndim} dimension(s)", [x])
         if any(like.ndim != x.ndim for like in likes):
             raise self.error(ShapeError, "every piece must have the dimensions of the split input", [x, *likes])
-        sizes = [like.shape[self.axis] for like in likes]
-        if None not in sizes and x.shape[self.axis] is not None and sum(sizes) != x.shape[self.axis]:
+        sizes = [like.type.shape[self.axis] for like in likes]
+        if None not in sizes and x.type.shape[self.axis] is not None and sum(sizes) != x.type.shape[self.axis]:
             raise self.error(
                 ShapeError,
-                f"pieces of lengths {sizes} do not add up to axis {self.axis} of shape {x.shape}",
+                f"pieces of lengths {sizes} do not add up to axis {self.axis} of shape {x.type.shape}",
                 [x, *likes],
             )
-        before, after = x.shape[: self.axis], x.shape[self.axis + 1 :]
+        before, after = x.type.shape[: self.axis], x.type.shape[self.axis + 1 :]
         return [TensorType(x.dtype, (*before, size, *after)) for size in sizes]
 
     def perform(self, x: np.ndarray, *likes: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -566,9 +570,11 @@ class Unstack(Op):
     def infer(self, x: Variable) -> list[TensorType]:
         if not 0 <= self.axis < x.ndim:
             raise self.error(AxisError, f"axis {self.axis} is out of bounds for {x.ndim} dimension(s)", [x])
-        if x.shape[self.axis] not in (None, self.count):
-            raise self.error(ShapeError, f"axis {self.axis} has length {x.shape[self.axis]}, not {self.count}", [x])
-        shape = x.shape[: self.axis] + x.shape[self.axis + 1 :]
+        if x.type.shape[self.axis] not in (None, self.count):
+            raise self.error(
+                ShapeError, f"axis {self.axis} has length {x.type.shape[self.axis]}, not {self.count}", [x]
+            )
+        shape = x.type.shape[: self.axis] + x.type.shape[self.axis + 1 :]
         return [TensorType(x.dtype, shape)] * self.count
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -623,7 +629,7 @@ class DiagMatrix(Op):
     def infer(self, v: Variable) -> list[TensorType]:
         if v.ndim != 1:
             raise self.error(ShapeError, f"expected a vector, got {v.ndim} dimension(s)", [v])
-        size = None if v.shape[0] is None else v.shape[0] + abs(self.k)
+        size = None if v.type.shape[0] is None else v.type.shape[0] + abs(self.k)
         return [TensorType(v.dtype, (size, size))]
 
     def perform(self, v: np.ndarray) -> tuple[np.ndarray]:
@@ -647,7 +653,7 @@ class Diagonal(Op):
     def infer(self, x: Variable) -> list[TensorType]:
         if x.ndim != 2:
             raise self.error(ShapeError, f"expected a matrix, got {x.ndim} dimension(s)", [x])
-        return [TensorType(x.dtype, (_diagonal_length(x.shape, self.k),))]
+        return [TensorType(x.dtype, (_diagonal_length(x.type.shape, self.k),))]
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.diagonal(x, self.k),)
@@ -670,12 +676,14 @@ class EmbedDiagonal(Op):
     def infer(self, v: Variable, like: Variable) -> list[TensorType]:
         if v.ndim != 1 or like.ndim != 2:
             raise self.error(ShapeError, "expected a vector and a matrix", [v, like])
-        length = _diagonal_length(like.shape, self.k)
-        if None not in (length, v.shape[0]) and length != v.shape[0]:
+        length = _diagonal_length(like.type.shape, self.k)
+        if None not in (length, v.type.shape[0]) and length != v.type.shape[0]:
             raise self.error(
-                ShapeError, f"diagonal {self.k} of shape {like.shape} has length {length}, not {v.shape[0]}", [v, like]
+                ShapeError,
+                f"diagonal {self.k} of shape {like.type.shape} has length {length}, not {v.type.shape[0]}",
+                [v, like],
             )
-        return [TensorType(v.dtype, like.shape)]
+        return [TensorType(v.dtype, like.type.shape)]
 
     def perform(self, v: np.ndarray, like: np.ndarray) -> tuple[np.ndarray]:
         length = _diagonal_length(like.shape, self.k)

@@ -44,6 +44,12 @@ class ShapeAt(Op):
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.asarray(x.shape[self.axis], dtype=SIZE_DTYPE),)
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> Any:
+        """The same axis past the batch axis; a size is the same for every batch element, so it is not batched."""
+        from nbdiff.ops.batching import Batched
+
+        return Batched([ShapeAt(self.axis + 1)(inputs[0])], [False])
+
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         return [None]  # an integer: no gradient
 
@@ -59,6 +65,12 @@ class Shape(Op):
 
     def perform(self, x: np.ndarray) -> tuple[np.ndarray]:
         return (np.asarray(x.shape, dtype=SIZE_DTYPE),)
+
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> Any:
+        """The shape past the batch axis, not batched (as ``ShapeAt``'s)."""
+        from nbdiff.ops.batching import Batched
+
+        return Batched([Shape()(inputs[0])[1:]], [False])
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         return [None]
@@ -154,6 +166,20 @@ def _static_sizes(sizes: Sequence[Variable]) -> list[int | None]:
     return [static_value(s) for s in sizes]
 
 
+def _batched_sized(
+    op: Op, x: Variable, is_batched: bool, sizes: Sequence[Variable], batched: Sequence[bool], size: Any
+):
+    """A ``Sized*`` op (``x`` and its sizes) under vmap: ``x``'s batch axis in front of the same sizes. Sizes that
+    differ per batch element would give a ragged result: declined (unrolled over a static batch, else refused)."""
+    from nbdiff.ops.batching import align
+
+    if any(batched):
+        raise NotImplementedError(f"{op.name} with batched sizes has no batching rule")
+    if not is_batched:
+        return None
+    return [op.make_node(align(x, True, len(sizes)), size.length(), *sizes).outputs[0]]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # full, zeros, ones
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,6 +199,10 @@ class SizedFull(Op):
 
     def symbolic_shape_from_sizes(self, input_dims: Sequence[tuple], sizes: Sequence[Any]) -> list[tuple]:
         return [tuple(sizes[1:])]
+
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> Any:
+        """A batched fill value: each batch element's value broadcast to the sizes (a ``broadcast_to``)."""
+        return _batched_sized(SizedBroadcastTo(), inputs[0], batched[0], inputs[1:], batched[1:], size)
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads
@@ -247,6 +277,10 @@ class SizedArange(Op):
         if start == 0 and step == 1 and stop is not None:
             return [(stop,)]  # arange(n): n values
         return None
+
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> Any:
+        """Bounds that differ per batch element give ragged ranges: declined (unrolled over a static batch)."""
+        raise NotImplementedError("arange with batched bounds has no batching rule")
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         return [None, None, None]
@@ -340,6 +374,12 @@ class SizedReshape(Op):
                 target[target.index(-1)] = math.prod(x_dims) // rest if rest else None
         return [tuple(target)]
 
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> Any:
+        """Each batch element reshaped: the batch size in front of the same sizes."""
+        if any(batched[1:]) or not batched[0]:
+            raise NotImplementedError("reshape with batched sizes has no batching rule")
+        return list(self.make_node(inputs[0], size.length(), *inputs[1:]).outputs)
+
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads
         x = node.inputs[0]
@@ -385,6 +425,10 @@ class SizedBroadcastTo(Op):
 
     def symbolic_shape_from_sizes(self, input_dims: Sequence[tuple], sizes: Sequence[Any]) -> list[tuple]:
         return [tuple(sizes[1:])]
+
+    def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> Any:
+        """Each batch element broadcast: ``x`` aligned to the target's rank, the batch size in front of the sizes."""
+        return _batched_sized(self, inputs[0], batched[0], inputs[1:], batched[1:], size)
 
     def pullback(self, node: Apply, output_grads: Sequence[Variable | None]) -> list[Any]:
         (g,) = output_grads

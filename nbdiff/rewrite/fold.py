@@ -28,9 +28,9 @@ FOLD_MAX_ELEMENTS = 1 << 16  # 65536 elements: 512 KiB of float64 per folded con
 
 def _static_size(var: Variable) -> int | None:
     """The number of elements when the static shape is fully known."""
-    if None in var.shape:
+    if None in var.type.shape:
         return None
-    return math.prod(var.shape)
+    return math.prod(var.type.shape)
 
 
 def _too_big(outputs: tuple[Variable, ...]) -> bool:
@@ -70,7 +70,7 @@ def fold_static_fill(node: Apply, facts: ShapeFacts) -> Variable | None:
     if size is None or size > FOLD_MAX_ELEMENTS:
         return None
     try:
-        data = np.full(out.shape, node.op.value, dtype=out.dtype)
+        data = np.full(out.type.shape, node.op.value, dtype=out.dtype)
     except (OverflowError, ValueError):  # e.g. 300 in uint8: left for run time, as fold_constants does
         return None
     return constant(data)

@@ -27,7 +27,8 @@ class ShapeFacts:
         self._alive: list[object] = []  # keys are ids: keep each keyed variable alive so no id is reused
         for position, var in enumerate(inputs):
             self._dims[id(var)] = tuple(
-                d if d is not None else Dim(f"{var.name or f'in{position}'}.{axis}") for axis, d in enumerate(var.shape)
+                d if d is not None else Dim(f"{var.name or f'in{position}'}.{axis}")
+                for axis, d in enumerate(var.type.shape)
             )
 
     def dims(self, var: Variable) -> tuple[Size, ...]:
@@ -63,7 +64,7 @@ class ShapeFacts:
                 dims = shapes[position] if shapes is not None else _static(out)
                 # static knowledge wins over a symbol (e.g. an op that fixes a size)
                 self._dims[id(out)] = (
-                    tuple(s if s is not None else d for s, d in zip(out.shape, dims))
+                    tuple(s if s is not None else d for s, d in zip(out.type.shape, dims))
                     if len(dims) == out.ndim
                     else _static(out)
                 )
@@ -96,4 +97,4 @@ class ShapeFacts:
 
 
 def _static(var: Variable) -> tuple[Size, ...]:
-    return tuple(d if d is not None else fresh_dim() for d in var.shape)
+    return tuple(d if d is not None else fresh_dim() for d in var.type.shape)

@@ -51,7 +51,7 @@ def same_shape(new: Variable, old: Variable, facts: ShapeFacts) -> bool:
     """True when ``new`` provably has ``old``'s run-time shape and at least its static shape."""
     if new.ndim != old.ndim:
         return False
-    if any(o is not None and n != o for n, o in zip(new.shape, old.shape)):
+    if any(o is not None and n != o for n, o in zip(new.type.shape, old.type.shape)):
         return False
     return facts.dims(new) == facts.dims(old)
 
@@ -92,7 +92,7 @@ def remake(
         (result_type,) = op.infer(*inputs)  # type: ignore[attr-defined]
     except NbdiffError:
         return None
-    if result_type.dtype != old.dtype or result_type.shape != old.shape:
+    if result_type.dtype != old.dtype or result_type.shape != old.type.shape:
         return None
     if dims:
         rule_fn = getattr(op, "symbolic_shape", None)
@@ -207,7 +207,7 @@ def sum_of_broadcast(node: Apply, facts: ShapeFacts) -> Variable | None:
 
 def _copies(b: Variable, like: Variable, axes: tuple[int, ...], facts: ShapeFacts) -> Variable | None:
     """The number of elements summed over ``axes`` of ``b`` (None when it is statically 1)."""
-    sizes = [b.shape[a] for a in axes]
+    sizes = [b.type.shape[a] for a in axes]
     if None not in sizes:
         total = int(np.prod(sizes))
         return None if total == 1 else constant(float(total), b.dtype)

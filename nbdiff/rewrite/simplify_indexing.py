@@ -61,7 +61,7 @@ def _fits(new: Variable, old: Variable) -> bool:
     guaranteed by the identity the rule applies)."""
     if new.dtype != old.dtype or new.ndim != old.ndim:
         return False
-    return all(o is None or n == o for n, o in zip(new.shape, old.shape))
+    return all(o is None or n == o for n, o in zip(new.type.shape, old.type.shape))
 
 
 def _as_dtype_of(x: Variable, old: Variable) -> Variable:
@@ -72,8 +72,8 @@ def _as_dtype_of(x: Variable, old: Variable) -> Variable:
 def _zeros_read_from(like: Variable, items: tuple, old: Variable) -> Variable:
     """Zeros standing for ``old = something_shaped_like(like)[items]``: a constant when ``old``'s shape is static
     and small, else a fill shaped like ``like[items]``."""
-    if None not in old.shape and int(np.prod(old.shape)) <= FOLD_MAX_ELEMENTS:
-        return constant(np.zeros(old.shape, dtype=old.dtype))
+    if None not in old.type.shape and int(np.prod(old.type.shape)) <= FOLD_MAX_ELEMENTS:
+        return constant(np.zeros(old.type.shape, dtype=old.dtype))
     return full_like(Index(items)(like), 0.0, old.dtype)
 
 
@@ -121,12 +121,12 @@ def index_of_concatenate(node: Apply, facts: ShapeFacts) -> Variable | None:
         return None
     if not items or not _is_int(items[0]) or not _basic_rest(items[1:]):
         return None
-    (k,) = _normalize(items[:1], node.inputs[0].shape) or (None,)
+    (k,) = _normalize(items[:1], node.inputs[0].type.shape) or (None,)
     if k is None:
         return None
     offset = 0
     for position, piece in enumerate(source.inputs):
-        length = piece.shape[0]
+        length = piece.type.shape[0]
         last = position == len(source.inputs) - 1
         if length is None and not last:
             return None  # the offsets of the following pieces are known only at run time
@@ -145,8 +145,8 @@ def index_of_index_add(node: Apply, facts: ShapeFacts) -> Variable | None:
     if _int_items(source) is None:
         return None
     like, g = source.inputs
-    read = _normalize(node.op.items, like.shape)
-    written = _normalize(source.op.items, like.shape)
+    read = _normalize(node.op.items, like.type.shape)
+    written = _normalize(source.op.items, like.type.shape)
     if read is None or written is None:
         return None
     common = min(len(read), len(written))
@@ -162,13 +162,13 @@ def index_add_of_constant(node: Apply, facts: ShapeFacts) -> Variable | None:
     """index_add(like, c, i) -> the constant zeros(like.shape) with c added at i, for a constant c, constant index
     arrays and a static shape of like (like is only read for its shape; small results only)"""
     like, g, *arrays = node.inputs
-    if not isinstance(g, Constant) or not all(isinstance(a, Constant) for a in arrays) or None in like.shape:
+    if not isinstance(g, Constant) or not all(isinstance(a, Constant) for a in arrays) or None in like.type.shape:
         return None
-    if int(np.prod(like.shape)) > FOLD_MAX_ELEMENTS:
+    if int(np.prod(like.type.shape)) > FOLD_MAX_ELEMENTS:
         return None
     try:
         with np.errstate(all="ignore"):
-            (result,) = node.op.perform(np.zeros(like.shape, dtype=like.dtype), g.data, *(a.data for a in arrays))
+            (result,) = node.op.perform(np.zeros(like.type.shape, dtype=like.dtype), g.data, *(a.data for a in arrays))
     except Exception:  # noqa: BLE001 - left for run time, where the error names the user's line
         return None
     return constant(np.array(result)) if result.dtype.name == node.out.dtype else None
@@ -185,10 +185,10 @@ def index_add_as_stack(node: Apply, facts: ShapeFacts) -> Variable | None:
     like, g = node.inputs[:2]
     if items is None or len(items) != 1 or g.ndim != 0 or like.ndim != 1:
         return None
-    length = like.shape[0]
+    length = like.type.shape[0]
     if length is None or length > MAX_SCALAR_ENTRIES:
         return None
-    (k,) = _normalize(items, like.shape) or (0,)
+    (k,) = _normalize(items, like.type.shape) or (0,)
     entries = [constant(np.zeros((), dtype=g.dtype))] * length
     entries[k] = g
     return Stack(0)(*entries)
@@ -197,7 +197,7 @@ def index_add_as_stack(node: Apply, facts: ShapeFacts) -> Variable | None:
 def _scalar_entries(var: Variable) -> list[Variable | None] | None:
     """The 0-d entries of ``var`` when it is a vector built from scalars (``stack`` of 0-d values on axis 0, or a
     constant vector of at most ``MAX_SCALAR_ENTRIES`` entries), None standing for an entry known to be zero."""
-    if var.ndim != 1 or var.shape[0] is None or var.shape[0] > MAX_SCALAR_ENTRIES:
+    if var.ndim != 1 or var.type.shape[0] is None or var.type.shape[0] > MAX_SCALAR_ENTRIES:
         return None
     if isinstance(var, Constant):
         return [None if value == 0 else constant(value) for value in var.data]
@@ -224,7 +224,7 @@ def sum_of_scalar_vectors(node: Apply, facts: ShapeFacts) -> Variable | None:
     if not any(v.owner is not None and isinstance(v.owner.op, Stack) for v in (a, b)):
         return None
     left, right = _scalar_entries(a), _scalar_entries(b)
-    if left is None or right is None or len(left) != len(right) or node.out.shape != a.shape:
+    if left is None or right is None or len(left) != len(right) or node.out.type.shape != a.type.shape:
         return None
     if any(x is not None and y is not None for x, y in zip(left, right)):
         return None  # a sum at some position: the vector add stays one node

@@ -220,7 +220,7 @@ def log_softmax_take(node: Apply, facts: ShapeFacts) -> Variable | None:
     """take_along_axis(log_softmax(x, axis), i, axis) -> log_softmax_take(x, i, axis), i of size 1 along axis"""
     y, indices = node.inputs
     axis = node.op.axis
-    if axis is None or not _is(y, LogSoftmax) or y.owner.op.axes != (axis,) or indices.shape[axis] != 1:
+    if axis is None or not _is(y, LogSoftmax) or y.owner.op.axes != (axis,) or indices.type.shape[axis] != 1:
         return None
     return _same_type(LogSoftmaxTake(axis)(_arg(y), indices)[0], node.out)
 
@@ -573,7 +573,7 @@ def log_softmax_take_gradient(node: Apply, facts: ShapeFacts) -> Variable | None
         return None
     axis = a.owner.op.axis
     y, g, indices = a.owner.inputs
-    if indices.shape[axis] != 1 or not _is(y, LogSoftmax) or y.owner.op.axes != (axis,):
+    if indices.type.shape[axis] != 1 or not _is(y, LogSoftmax) or y.owner.op.axes != (axis,):
         return None
     for e, total in (product.owner.inputs, reversed(product.owner.inputs)):
         if _is(e, Exp) and _arg(e) is y and _is(total, Sum) and _arg(total) is a:

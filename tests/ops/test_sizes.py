@@ -25,6 +25,19 @@ def test_known_dimensions_are_ints_and_unknown_ones_are_int64_scalars():
     assert nd.shape(nd.matrix("m", shape=(2, 4))).owner is None  # a constant where every dimension is known
 
 
+def test_shape_has_one_meaning_wherever_it_is_read():
+    """``x.shape`` does not depend on who reads it (no look at the caller's frame): code inside the package gets
+    the same shape values as a user; the static shape is ``x.type.shape``."""
+    import os
+
+    x = nd.tensor("x", shape=(None, 3))
+    inside = os.path.join(os.path.dirname(nd.__file__), "ops", "reader.py")
+    namespace = {"x": x}
+    exec(compile("shape = x.shape", inside, "exec"), namespace)
+    n, three = namespace["shape"]
+    assert three == 3 and isinstance(n.owner.op, ShapeAt)
+
+
 def test_static_shapes_keep_what_is_constant():
     t = nd.tensor("t", shape=(None, 3, 4))
     assert nd.reshape(t, (t.shape[0], -1)).type.shape == (None, 12)

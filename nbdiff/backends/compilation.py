@@ -513,3 +513,23 @@ gentle_switching = GentleSwitching()
 
 
 _preparer = BackgroundThread("nbdiff prepare")  # generates, writes and loads every function's modules, in turn
+
+
+class FaultHook:
+    """A test hook of a target: functions created inside ``with hook(kind):`` generate broken kernels of that kind,
+    which the agreement check (or the compile path) must catch; ``hook.current`` is the kind in force, or None."""
+
+    def __init__(self, kinds: Sequence[str], doc: str) -> None:
+        self.kinds = tuple(kinds)
+        self.current: str | None = None
+        self.__doc__ = doc
+
+    @contextlib.contextmanager
+    def __call__(self, kind: str) -> Iterator[None]:
+        if kind not in self.kinds:
+            raise ValueError(f"inject_fault: kind must be one of {', '.join(self.kinds)}, got {kind!r}")
+        previous, self.current = self.current, kind
+        try:
+            yield
+        finally:
+            self.current = previous

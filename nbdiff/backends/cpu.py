@@ -12,13 +12,12 @@ indexing and shape ops), or ``EntryRunner``.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import importlib.util
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from nbdiff.backends import (
 )
 from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, read_inputs, structure_problem
-from nbdiff.backends.compilation import Compilation, CompiledPlan, Module, Unit, gentle_switching
+from nbdiff.backends.compilation import Compilation, CompiledPlan, FaultHook, Module, Unit, gentle_switching
 from nbdiff.backends.cpu_ops import OpKernel, op_kernel
 from nbdiff.backends.cpu_source import (
     ArgumentRecipe,
@@ -57,27 +56,18 @@ _UNKNOWN = object()
 PARALLEL_THRESHOLD = 100_000  # loops from this many elements run the parallel=True variant (DESIGN section 5)
 FAULTS = ("wrong-values", "wrong-parallel-values", "compile-error")  # test hooks: see ``inject_fault``
 
-_fault: str | None = None
-
 
 def numba_available() -> bool:
     """Whether Numba can be imported (checked without importing it)."""
     return importlib.util.find_spec("numba") is not None
 
 
-@contextlib.contextmanager
-def inject_fault(kind: str) -> Iterator[None]:
-    """Test hook: functions created inside the block generate broken kernels. "wrong-values" adds 1 to each
-    kernel's first output (the agreement check must catch it); "wrong-parallel-values" does so in the
-    ``parallel=True`` modules only; "compile-error" makes Numba's typing fail."""
-    global _fault
-    if kind not in FAULTS:
-        raise ValueError(f"inject_fault: kind must be one of {', '.join(FAULTS)}, got {kind!r}")
-    previous, _fault = _fault, kind
-    try:
-        yield
-    finally:
-        _fault = previous
+inject_fault = FaultHook(
+    FAULTS,
+    'Test hook: functions created inside the block generate broken kernels. "wrong-values" adds 1 to each '
+    'kernel\'s first output (the agreement check must catch it); "wrong-parallel-values" does so in the '
+    '``parallel=True`` modules only; "compile-error" makes Numba\'s typing fail.',
+)
 
 
 def plan_units(function: Any, fastmath: bool, fault: str | None) -> list[Unit]:
@@ -424,7 +414,7 @@ class CpuTarget:
         """Begin compiling ``graph``'s kernels in the background, reporting to ``status``."""
         if device_outputs:
             raise BackendError("function: device_outputs=True needs a target with device memory (backend='cuda')")
-        return Compilation(cls(fastmath, _fault), graph, kernels, status)
+        return Compilation(cls(fastmath, inject_fault.current), graph, kernels, status)
 
     def plan_units(self, graph: Graph, kernels: Sequence[Kernel]) -> list[Unit]:
         """The modules to build (``graph_units``)."""

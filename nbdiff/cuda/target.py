@@ -22,14 +22,13 @@ Importing this module imports nothing of numba; the target imports ``numba.cuda`
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from nbdiff.backends.agreement import least_precision, outputs_disagreement
-from nbdiff.backends.compilation import Compilation, Module, Unit
+from nbdiff.backends.compilation import Compilation, FaultHook, Module, Unit
 from nbdiff.cuda import cuda_problem, simulated
 from nbdiff.errors import InputError, NbdiffError, node_error
 from nbdiff.graph.types import numpy_dtype
@@ -47,21 +46,12 @@ CUDA = "cuda"
 FAULTS = ("wrong-values",)  # test hooks: see ``inject_fault``
 COMPILER = "nbdiff.cuda.target:compile_in_worker"  # what the compile worker calls for this target's jobs
 
-_fault: str | None = None
 
-
-@contextlib.contextmanager
-def inject_fault(kind: str) -> Iterator[None]:
-    """Test hook: functions created inside the block generate broken fused kernels ("wrong-values" adds 1 to each
-    kernel's first elementwise output), which the agreement check must catch."""
-    global _fault
-    if kind not in FAULTS:
-        raise ValueError(f"inject_fault: kind must be one of {', '.join(FAULTS)}, got {kind!r}")
-    previous, _fault = _fault, kind
-    try:
-        yield
-    finally:
-        _fault = previous
+inject_fault = FaultHook(
+    FAULTS,
+    'Test hook: functions created inside the block generate broken fused kernels ("wrong-values" adds 1 to each '
+    "kernel's first elementwise output), which the agreement check must catch.",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,7 +332,7 @@ class CudaTarget:
             status.failed(f"CUDA unavailable: {problem}")
             return unavailable
         status.adapter = CudaArguments()
-        target = cls(_fault, device_outputs)
+        target = cls(inject_fault.current, device_outputs)
         return Compilation(target, graph, kernels, status, inline=not target.compiles_in_worker)
 
     def plan_units(self, graph: Graph, kernels: Sequence[Kernel]) -> list[Unit]:

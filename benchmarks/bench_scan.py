@@ -7,8 +7,6 @@ The ODE is ``dy/dt = -k * y + sin(t)`` from ``t = 0``, 1,000 steps of ``dt = 1e-
   scan/interp  ``nd.function`` of the scan, ``backend="numpy"``: the body's plan is run once per step
   scan/kernel  ``nd.function`` of the scan, ``backend="cpu"``: the elementwise body makes the whole loop one
                compiled kernel (``Scan.op_kernel``)
-  scan/body    the Scan op's ``performer("cpu")`` (a backend hook): the body is one ``nd.function`` with
-               ``backend="cpu"``, its fused kernel called once per step from the Python loop
   grad/interp  the final state and its gradient with respect to ``k`` (forward scan + reverse scan)
   grad/cpu     the same with ``backend="cpu"``
 Ratios are against numpy and numba. Every variant is checked against the NumPy loop before it is timed.
@@ -77,11 +75,6 @@ def measure(n: int, repeats: int) -> dict[str, float]:
     y0_var, k_var = nd.vector("y0"), nd.vector("k")
     y = ode_scan(y0_var, k_var)
     interpreted = nd.function([y0_var, k_var], y, backend="numpy")
-    node = y.owner
-    inputs = nd.function([y0_var, k_var], list(node.inputs), backend="numpy")(y0, k)  # the Scan node's own inputs
-    compiled = node.op.performer("cpu")
-    compiled(*inputs)
-    node.op.body_function("cpu").wait(300)
     kernel = nd.function([y0_var, k_var], y, backend="cpu")
     grad = nd.function([y0_var, k_var], [y, nd.grad(nd.sum(y), k_var)], backend="numpy")
     grad_cpu = nd.function([y0_var, k_var], [y, nd.grad(nd.sum(y), k_var)], backend="cpu")
@@ -95,18 +88,15 @@ def measure(n: int, repeats: int) -> dict[str, float]:
         "numba": lambda: numba_run(y0, k, STEPS, DT),
         "scan/interp": lambda: interpreted(y0, k),
         "scan/kernel": lambda: kernel(y0, k),
-        "scan/body": lambda: compiled(*inputs),
         "grad/interp": lambda: grad(y0, k),
         "grad/cpu": lambda: grad_cpu(y0, k),
     }
     for label in ("numba", "scan/interp", "scan/kernel"):
         np.testing.assert_allclose(samples[label](), reference, rtol=1e-10, atol=1e-12, err_msg=label)
-    np.testing.assert_allclose(compiled(*inputs)[0], reference, rtol=1e-10, atol=1e-12, err_msg="scan/body")
     np.testing.assert_allclose(grad(y0, k)[0], reference, rtol=1e-10, atol=1e-12, err_msg="grad/interp")
     for got, want in zip(grad_cpu(y0, k), grad(y0, k)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg="grad/cpu")
     assert kernel.backend == "cpu" and grad_cpu.backend == "cpu"
-    assert node.op.body_function("cpu").backend == "cpu", "the body did not run compiled"
     return interleaved_many(samples, repeats)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from nbdiff.backends import (
-    cpu_scan,  # noqa: F401  (registers the Scan kernel with cpu_ops)
+    cpu_scan,  # registers the Scan kernel with cpu_ops; runs loops over compiled bodies
     numba_loading,
 )
 from nbdiff.backends.agreement import least_precision, outputs_disagreement
@@ -75,9 +75,12 @@ def plan_units(function: Any, fastmath: bool, fault: str | None) -> list[Unit]:
     return graph_units(function.graph, function.kernels, fastmath, fault)
 
 
-def graph_units(graph: Graph, kernels: Sequence[Kernel], fastmath: bool, fault: str | None) -> list[Unit]:
-    """The modules to build for ``graph``: one entry point for a function of scalars, else per kernel."""
-    if scalar_entry_problem(graph) is None and graph.nodes:
+def graph_units(
+    graph: Graph, kernels: Sequence[Kernel], fastmath: bool, fault: str | None, entry: bool = True
+) -> list[Unit]:
+    """The modules to build for ``graph``: one entry point for a function of scalars (where ``entry``), else per
+    kernel."""
+    if entry and scalar_entry_problem(graph) is None and graph.nodes:
         entry = entry_source(graph, fastmath=fastmath)
         source, name = _with_fault(entry.source, entry.name, _module_fault(fault, False), "    return (")
         return [Unit(ENTRY_POINT, [Module(name, source, "entry", (entry.signature,))], entry=entry)]
@@ -394,6 +397,7 @@ class CpuTarget:
     def __init__(self, fastmath: bool = False, fault: str | None = None):
         self.fastmath = fastmath
         self.fault = fault  # the injected fault (a test hook) in force when the function was made
+        self.scan_bodies: list[cpu_scan.ScanBody] = []  # loops whose bodies' kernels this compilation builds
 
     @classmethod
     def problem(cls) -> str | None:
@@ -417,8 +421,17 @@ class CpuTarget:
         return Compilation(cls(fastmath, inject_fault.current), graph, kernels, status)
 
     def plan_units(self, graph: Graph, kernels: Sequence[Kernel]) -> list[Unit]:
-        """The modules to build (``graph_units``)."""
-        return graph_units(graph, kernels, self.fastmath, self.fault)
+        """The modules to build (``graph_units``), and those of the bodies of loops without a kernel of their own
+        (``cpu_scan.scan_bodies``)."""
+        units = graph_units(graph, kernels, self.fastmath, self.fault)
+        if units and units[0].entry is not None:
+            return units
+        self.scan_bodies = cpu_scan.scan_bodies(
+            graph, lambda body, body_kernels: graph_units(body, body_kernels, self.fastmath, self.fault, entry=False)
+        )
+        for body in self.scan_bodies:
+            units += [*body.units, body.loop]
+        return units
 
     def warm_up(self) -> None:
         """Import Numba gently (``import_numba_gently``)."""
@@ -433,15 +446,22 @@ class CpuTarget:
         if units[0].entry is not None:
             unit = units[0]
             return EntryRunner(unit.entry, unit.modules[0].dispatcher, unit, plan, root)
-        runners: dict[int, Any] = {}
-        for unit in units:
-            serial = unit.modules[0].dispatcher
-            if unit.op_kernel is not None:
-                runners[id(unit.node)] = OpRunner(unit.node.op, unit.op_kernel, serial)  # type: ignore[union-attr]
-                continue
-            parallel = unit.modules[1].dispatcher if len(unit.modules) > 1 else None
-            runners[id(unit.node)] = KernelRunner(unit.kernel.op, serial, parallel)  # type: ignore[union-attr]
+        inner = {id(unit) for body in self.scan_bodies for unit in [*body.units, body.loop]}
+        runners = {id(unit.node): _kernel_runner(unit) for unit in units if id(unit) not in inner}
+        for body in self.scan_bodies:
+            body_runners = {id(unit.node): _kernel_runner(unit) for unit in body.units}
+            body_plan = Plan(body.graph).with_performers(body_runners)
+            runners[id(body.node)] = cpu_scan.ScanRunner(body.node.op, body_plan)
         return CompiledPlan(self.name, plan, runners, units, root)
+
+
+def _kernel_runner(unit: Unit) -> KernelRunner | OpRunner:
+    """The runner of a fused kernel's or a compiled op's unit, its modules loaded."""
+    serial = unit.modules[0].dispatcher
+    if unit.op_kernel is not None:
+        return OpRunner(unit.node.op, unit.op_kernel, serial)  # type: ignore[union-attr]
+    parallel = unit.modules[1].dispatcher if len(unit.modules) > 1 else None
+    return KernelRunner(unit.kernel.op, serial, parallel)  # type: ignore[union-attr]
 
 
 def import_numba_gently() -> None:

@@ -6,20 +6,28 @@ step, the 0-d values are computed once, then one loop over the ``n`` elements co
 per-step outputs into their stacks and the new carries into the carries' output buffers (each element's new values
 are computed from its old ones before any is written). Per-element code is each op's ``scalar_code`` with typed
 literals (``elemwise_expression``, as fused kernels use). Anything else (a matmul, a reduction, the run-time shape
-checks of a gradient body) gets no kernel: the interpreter runs the loop, as it does at every call before the
-kernel is compiled and checked.
+checks of a gradient body) gets no kernel of its own.
+
+Such a body (an RNN step: a matmul and a fused ``tanh``) is compiled the other way (``scan_bodies``): its graph is
+rewritten with the whole pipeline, fusion included, its fused kernels and op kernels become units of the function
+being compiled (``scan0.k0``, ...), and a ``ScanRunner`` runs the loop in Python with the body's plan calling those
+compiled kernels each step. The agreement check compares that loop with the interpreter's, as it does any kernel.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from nbdiff.backends.cpu_ops import Arguments, OpKernel, register
+from nbdiff.backends.codegen import UnsupportedKernel
+from nbdiff.backends.compilation import Unit
+from nbdiff.backends.cpu_ops import Arguments, OpKernel, op_kernel, register
 from nbdiff.graph.basic import Apply, Constant, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.ops.scan import Scan
+from nbdiff.runtime.interpreter import Plan
 
 
 @register(Scan)
@@ -162,3 +170,62 @@ def _plain(array: np.ndarray) -> np.ndarray:
     if array.flags.c_contiguous and array.flags.writeable:
         return array
     return np.array(array, order="C")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bodies without a whole-loop kernel: their kernels compiled, the loop run in Python
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class ScanBody:
+    """A Scan node whose loop has no kernel of its own: its body rewritten with fusion, the units of the body's
+    kernels, and ``loop``, the unit the status panel shows for the loop (no module: it is ready when they are)."""
+
+    node: Apply
+    graph: Graph
+    units: list[Unit]
+    loop: Unit
+
+
+def scan_bodies(graph: Graph, plan_units: Callable[[Graph, Sequence[Any]], list[Unit]]) -> list[ScanBody]:
+    """For each Scan node of ``graph`` without a whole-loop kernel whose body has something to compile: its body,
+    rewritten by the default pipeline, and the units ``plan_units(body_graph, body_kernels)`` gives for it (renamed
+    ``scan<i>.<unit>`` so the status panel tells them from the function's own)."""
+    from nbdiff.rewrite.fusion import kernels_of
+    from nbdiff.rewrite.pipeline import run_pipeline, select_passes
+
+    bodies = []
+    for node in graph.nodes:
+        if not isinstance(node.op, Scan) or op_kernel(node) is not None:
+            continue
+        body, _ = run_pipeline(node.op.body, select_passes(True))
+        units = plan_units(body, kernels_of(body))
+        if not units:
+            continue  # NumPy runs every op of the body: the interpreter's loop is as good
+        name = f"scan{len(bodies)}"
+        for unit in units:
+            unit.name = f"{name}.{unit.name}"
+        bodies.append(ScanBody(node, body, units, Unit(name, [], node=node)))
+    return bodies
+
+
+class ScanRunner:
+    """Runs a Scan node's loop in Python with its body's plan calling the body's compiled kernels (the plan step's
+    ``perform``); checked against the interpreter's loop like a kernel with one variant."""
+
+    precision = None  # the outputs' own tolerance
+    modules = ("loop",)  # one variant: the loop with the compiled body
+
+    def __init__(self, op: Scan, body: Plan):
+        self.op, self.body = op, body
+
+    def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.op.loop(self.body.run, arrays)
+
+    def compiled(self, *arrays: np.ndarray, variant: int | None = None) -> tuple[np.ndarray, ...]:
+        return self(*arrays)
+
+    def sum_scales(self, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
+        return [None] * len(expected)
+
+    def call_arguments(self, inputs: Sequence[np.ndarray], variant: int) -> tuple[list, list[int]]:
+        raise UnsupportedKernel("a loop over compiled kernels has no single module to replay")

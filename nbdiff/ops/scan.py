@@ -55,7 +55,7 @@ class Scan(Op):
         )
 
     def __getstate__(self) -> dict:
-        """The op without its caches (the body's plan and compiled functions): they are rebuilt where it lands."""
+        """The op without its caches (the body's plan): they are rebuilt where it lands."""
         return {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
 
     def inner_graphs(self) -> list[Graph]:
@@ -108,7 +108,7 @@ class Scan(Op):
 
         Fusion only pays compiled: the interpreter runs a fused kernel member by member, which costs twice the
         per-step time of the plain ops on a small body (23 against 12 us for the Euler step on 10 elements, equal
-        on 10,000). ``body_function`` (the compiled path) runs the whole pipeline.
+        on 10,000). A compiled target rewrites the body with the whole pipeline (``backends/cpu_scan.py``).
         """
         try:
             return self.__dict__["_plan"]
@@ -145,27 +145,6 @@ class Scan(Op):
                     ys[k] = stack = np.empty((steps, *value.shape), stack.dtype)
                 stack[i] = value
         return (*[np.asarray(c) for c in carries], *ys)
-
-    # -- compiled backends -------------------------------------------------------------------------------------
-    def body_function(self, backend: str) -> Any:
-        """The body as an ``nd.function`` on ``backend``, created once per op and backend: its fused kernels compile
-        in the background like any function's (``.status``, ``.wait()``), checked against the interpreter."""
-        functions = self.__dict__.setdefault("_functions", {})
-        if backend not in functions:
-            from nbdiff.function import function
-
-            functions[backend] = function(self.body.inputs, list(self.body.outputs), backend=backend, name="scan body")
-        return functions[backend]
-
-    def performer(self, backend: str) -> Callable[..., tuple[np.ndarray, ...]]:
-        """``perform`` with the body run by ``body_function(backend)``: what a compiled backend installs for this node
-        (``Plan.with_performers``), so the loop calls the body's compiled kernels."""
-        body = self.body_function(backend)
-
-        def perform(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-            return self.loop(lambda inputs: body(*inputs), arrays)
-
-        return perform
 
     # -- vmap --------------------------------------------------------------------------------------------------
     def batch(self, node: Apply, inputs: Sequence[Variable], batched: Sequence[bool], size: Any) -> list[Variable]:

@@ -63,7 +63,6 @@ class Function:
         self.graph, self.history = run_pipeline(self.graph_as_written, select_passes(rewrites))
         self.kernels = kernels_of(self.graph)
         self.requested_backend = backend
-        self.backend = "numpy"
         self.compile_status = CompileStatus(Plan(self.graph, check_types=current.debug), self._label())
         compilation = None
         if target is not None:
@@ -72,6 +71,11 @@ class Function:
             compilation = target.start(self.graph, self.kernels, self.compile_status, chosen_fastmath, **extra)
         self.compile_status.started(compilation)
 
+    @property
+    def backend(self) -> str:
+        """What answered the last call: "numpy" (the interpreter) or the compiled target's name."""
+        return self.compile_status.backend
+
     # -- calling -------------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         status = self.compile_status
@@ -79,10 +83,10 @@ class Function:
         if fast is not None and not kwargs:
             results = fast(args)
             if results is not None:
-                self.backend = status.runner.backend  # type: ignore[union-attr]
+                status.backend = status.runner.backend  # type: ignore[union-attr]
                 return results[0] if self._single else results
         arrays = self._arguments(args, kwargs)
-        results, self.backend = status.run(args, arrays)
+        results, status.backend = status.run(args, arrays)
         return results[0] if self._single else results
 
     def _arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:

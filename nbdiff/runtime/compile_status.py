@@ -78,6 +78,7 @@ class CompileStatus:
         self.state = INTERPRETING
         self.compilation: Compilation | None = None  # the target's compilation, told about mismatches
         self.runner: Runner | None = None  # the checked compiled runner; None: the interpreter answers
+        self.backend = "numpy"  # what answered the last call (``f.backend``): set before watchers hear a decision
         self.candidate: Runner | None = None  # a compiled runner waiting for its agreement check
         self.fast: Callable[[tuple], list[np.ndarray] | None] | None = None  # the runner's raw-argument path
         self.last_arrays: list[np.ndarray] | None = None  # the last call's inputs until compiled: checked on them
@@ -230,6 +231,8 @@ class CompileStatus:
                 self.runner = candidate
                 self.fast = candidate.fast
                 self.state = COMPILED
+            if not installing:  # this call's answer: the panel redrawing on the decision shows who gave it
+                self.backend = "numpy" if problem is not None else candidate.backend
         self._state_changed()
         if problem is None:
             return results

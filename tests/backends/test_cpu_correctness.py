@@ -204,7 +204,7 @@ def test_an_unchecked_function_is_decided_by_its_first_call_and_the_panel_shows_
     assert "compiled (unchecked" in panel.value and "first call" in panel.value
     f(np.arange(3.0))
     assert (f.status, seen) == ("compiled", ["compiled"])
-    assert "compiled (unchecked" not in panel.value and "compiled ·" in panel.value
+    assert "compiled (unchecked" not in panel.value and "compiled · backend cpu" in panel.value  # not "numpy"
     unsubscribe()
     f(np.arange(3.0))
     assert seen == ["compiled"]

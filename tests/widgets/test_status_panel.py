@@ -266,7 +266,7 @@ def test_panel_html_after_each_event():
     assert "kernels: 1 cached" not in panel_text(panel.value)  # states are shown by their labels
     assert "kernels: 1 from cache, 1 ready" in panel_text(panel.value)
 
-    f.backend = "cpu"
+    f.compile_status.backend = "cpu"  # what answered the last call, as a compiled call sets it
     backend.step("function", "queued", "compiled")
     backend.step("function", "compiling", "compiled")
     backend.step("function", "failed", "fallback: entry point failed to compile", reason="numba <TypingError> & co")

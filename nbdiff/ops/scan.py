@@ -58,10 +58,6 @@ class Scan(Op):
         """The op without its caches (the body's plan): they are rebuilt where it lands."""
         return {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
 
-    def inner_graphs(self) -> list[Graph]:
-        """The graphs this op runs (its body): what a backend compiles to run the loop compiled."""
-        return [self.body]
-
     # -- inputs ------------------------------------------------------------------------------------------------
     def split(self, inputs: Sequence[Any]) -> tuple[Any, list, list, list]:
         """``(length or None, carries, sequences, invariants)`` of a node's inputs (variables or arrays)."""

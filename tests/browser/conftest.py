@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from typing import Iterator
 
 import pytest
 
-# The notebook the browser test opens is run in JupyterLab, not by nbval: keep nbval from collecting it.
+# The demo notebook is run in JupyterLab by the browser test, not by nbval: keep nbval from collecting it.
 collect_ignore = ["demo.ipynb"]
 
 HERE = Path(__file__).parent
@@ -76,11 +75,10 @@ class LabServer:
         """The server's address on loopback."""
         return f"http://127.0.0.1:{self.port}"
 
-    def add_notebook(self, source: Path, name: str | None = None) -> str:
-        """Copy a notebook into the served folder and return its name there."""
-        target = self.root_dir / (name or source.name)
-        shutil.copyfile(source, target)
-        return target.name
+    def add_notebook(self, name: str, notebook: dict) -> str:
+        """Write a notebook (its JSON as a dict) into the served folder and return its name there."""
+        (self.root_dir / name).write_text(json.dumps(notebook))
+        return name
 
     def notebook_url(self, name: str) -> str:
         """The JupyterLab address that opens the served notebook ``name``, token included."""

@@ -26,6 +26,8 @@ FORBIDDEN_TAGS = {"nbval-skip", "raises-exception", "nbval-raises-exception"}
 NETWORK = re.compile(r"urlopen|requests\.|urllib|https?://\S+\.(?:csv|npz|npy|json|zip|gz)|pip install|fetch_openml")
 TIME_STATEMENT = re.compile(r"\b\d+\s*(?:s|seconds?|min|minutes?)\b")
 
+NUMBERED_ITEM = re.compile(r"^\d+\. ", re.MULTILINE)  # "1. Build the same cost ..." in an Exercises cell
+
 
 def load(path: Path) -> dict:
     """The notebook as JSON (nbformat 4)."""
@@ -57,13 +59,18 @@ def test_first_cell_says_what_it_teaches_and_how_long(path: Path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_exercises_have_hidden_answers_that_assert(path: Path):
+    """2-3 exercises, each markdown cell of them (one exercise, or a numbered list of them) followed by a hidden
+    code cell that answers and asserts."""
     cells = load(path)["cells"]
     answers = [position for position, cell in enumerate(cells) if is_answer(cell)]
-    assert 2 <= len(answers) <= 3, f"{len(answers)} exercises with a hidden answer cell"
+    assert answers, "no exercise with a hidden answer cell"
+    exercises = 0
     for position in answers:
         exercise = cells[position - 1]
         assert exercise["cell_type"] == "markdown" and "Exercise" in source(exercise), "an answer follows its exercise"
         assert "assert " in source(cells[position]), f"the answer to {source(exercise)[-60:]!r} asserts nothing"
+        exercises += max(len(NUMBERED_ITEM.findall(source(exercise))), 1)
+    assert 2 <= exercises <= 3, f"{exercises} exercises"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -32,6 +32,13 @@ from nbdiff.backends.cpu_source import cpu_module_source, kernel_arguments
 SIZES = (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
 
 
+def kernel_inputs(f: nd.Function, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The arrays of the function's one kernel's inputs: the function's own, and the constants."""
+    (kernel,) = f.kernels
+    given = {id(v): a for v, a in zip(f.inputs, arrays)}
+    return [given[id(v)] if id(v) in given else np.asarray(v.data) for v in kernel.node.inputs]
+
+
 def kernel_modules(f: nd.Function, folder: Path) -> tuple[Any, Any, Any]:
     """The function's one fused kernel op and its serial and parallel modules, compiled here."""
     (kernel,) = f.kernels
@@ -68,7 +75,7 @@ def threshold(name: str, f: nd.Function, arrays_for: Callable[[int], list[np.nda
         print(f"\n{name}: median per call, serial / parallel module")
         wins = []
         for n in SIZES:
-            _, args = kernel_arguments(op, arrays_for(n))
+            _, args = kernel_arguments(op, kernel_inputs(f, arrays_for(n)))
             times = [0.0, 0.0]
             for _ in range(3):  # interleaved rounds: both modules see the same load
                 for k, module in enumerate((serial, parallel)):
@@ -95,7 +102,7 @@ def blas_beside_parallel(samples: int) -> None:
     a, b = rng.standard_normal((256, 784), dtype=np.float32), rng.standard_normal((784, 256), dtype=np.float32)
     with tempfile.TemporaryDirectory() as folder:
         op, _, parallel = kernel_modules(f, Path(folder))
-        _, args = kernel_arguments(op, [rng.uniform(-2, 2, 1_000_000)])
+        _, args = kernel_arguments(op, kernel_inputs(f, [rng.uniform(-2, 2, 1_000_000)]))
         print("\nmatmul then parallel kernel (1e6), median per pair; and each alone")
         for label, limit in (("BLAS default threads", None), ("BLAS limited to 1 thread", 1)):
             with threadpool_limits(limits=limit, user_api="blas"):

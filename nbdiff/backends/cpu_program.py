@@ -45,7 +45,6 @@ from nbdiff.backends.codegen import (
     value_name,
 )
 from nbdiff.backends.cpu_source import FASTMATH_FLAGS, GENERATOR_VERSION, MODULE_IMPORTS, numba_type_name
-from nbdiff.errors import NbdiffError
 from nbdiff.graph.basic import Apply, Constant, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.types import TensorType, is_float
@@ -55,6 +54,7 @@ from nbdiff.ops.linalg import MatMul, MatrixTranspose
 from nbdiff.ops.reduce import ReducedSize, Sum
 from nbdiff.ops.shape import ExpandDims, Reshape, Squeeze, Transpose
 
+FRAME_BYTES = 32 << 20  # the most a signature's reused buffers may hold (a large call gains nothing from them)
 # A check on one input-shape signature: the shapes of every value (by id) -> why the code does not fit, or None.
 Check = Callable[[dict[int, tuple[int, ...]]], str | None]
 # A parameter's value for one signature, from the shapes of every value (by id).
@@ -96,18 +96,6 @@ class Frame:
 # ---------------------------------------------------------------------------------------------------------------
 # Which graphs: every step has a form
 # ---------------------------------------------------------------------------------------------------------------
-def program_problem(graph: Graph, parallel_threshold: int) -> str | None:
-    """Why ``graph`` has no whole-plan entry point (None when it has one): a step without a compiled form, an
-    output that no step writes (an input, a constant, a view), or nothing to run."""
-    if not graph.nodes:
-        return "no steps"
-    try:
-        program_source(graph, fastmath=False, parallel_threshold=parallel_threshold)
-    except UnsupportedKernel as exc:
-        return str(exc)
-    return None
-
-
 def program_source(graph: Graph, *, fastmath: bool, parallel_threshold: int) -> Program:
     """The entry-point module of ``graph`` (``UnsupportedKernel`` naming the first step without a compiled form)."""
     flags = "{" + ", ".join(f'"{flag}"' for flag in FASTMATH_FLAGS) + "}" if fastmath else "False"
@@ -368,7 +356,8 @@ STEP_FORMS: dict[type, StepForm] = {
 # ---------------------------------------------------------------------------------------------------------------
 def frame_for(program: Program, input_shapes: Sequence[tuple[int, ...]]) -> Frame | str:
     """The parameters, buffers and output specs for inputs of these shapes, or why the entry point does not fit
-    them (a value-dependent shape, a broadcast read, a loop large enough for the parallel module...)."""
+    them (a value-dependent shape, a broadcast read, a loop large enough for the parallel module, buffers beyond
+    ``FRAME_BYTES``...)."""
     shapes = value_shapes(program, input_shapes)
     if isinstance(shapes, str):
         return shapes
@@ -376,6 +365,9 @@ def frame_for(program: Program, input_shapes: Sequence[tuple[int, ...]]) -> Fram
         problem = check(shapes)
         if problem is not None:
             return problem
+    held = sum(math.prod(shapes[id(v)]) * np.dtype(v.dtype).itemsize for v in program.buffers)
+    if held > FRAME_BYTES:
+        return f"its buffers would hold {held} bytes (at most {FRAME_BYTES} are kept per signature)"
     parameters = np.array([parameter(shapes) for parameter in program.parameters] or [0], dtype=np.int64)
     buffers = tuple(np.empty(shapes[id(v)], dtype=v.dtype) for v in program.buffers)
     outputs = tuple((shapes[id(v)], np.dtype(v.dtype)) for v in program.outputs)
@@ -394,8 +386,8 @@ def value_shapes(program: Program, input_shapes: Sequence[tuple[int, ...]]) -> d
     for node in program.nodes:
         try:
             inferred = node.op.infer(*(_placeholder(types[id(v)]) for v in node.inputs))
-        except NbdiffError as exc:
-            return f"{node.op.name} refuses these shapes ({exc})"
+        except Exception as exc:  # a typed error for the user's mistake: the mixed plan raises it with the line
+            return f"{node.op.name} refuses these shapes ({type(exc).__name__}: {exc})"
         for var, type_ in zip(node.outputs, inferred):
             types[id(var)] = type_
     for key, type_ in types.items():

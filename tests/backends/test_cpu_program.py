@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.backends import cpu
+from nbdiff.backends import cpu, cpu_program
 from nbdiff.backends.compilation import CompiledPlan
 from nbdiff.backends.cpu import PROGRAM, inject_fault, plan_units
 from nbdiff.backends.program_runner import ProgramRunner
@@ -99,6 +99,15 @@ def test_loops_from_the_parallel_threshold_take_the_mixed_plan():
     call_both(f, reference, (large,), "large")
     assert runner.frames[(large.shape,)] is None
     assert runner.frames[((10,),)] is not None
+
+
+def test_buffers_beyond_the_frame_limit_take_the_mixed_plan(monkeypatch):
+    f, reference = layer(), layer("numpy")
+    runner = compiled_runner(f, layer_args(4, 3))
+    monkeypatch.setattr(cpu_program, "FRAME_BYTES", 8)  # less than one intermediate vector
+    args = layer_args(5, 3)
+    call_both(f, reference, args, "beyond the limit")
+    assert runner.frames[(args[0].shape, args[1].shape)] is None
 
 
 def test_a_step_without_a_compiled_form_keeps_the_mixed_plan():

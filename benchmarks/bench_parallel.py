@@ -3,7 +3,7 @@
 1. Threshold: nbdiff's own serial and parallel modules of two fused kernels (W1's value + gradient, heavy on
    transcendentals; and a cheap one, ``sum(x * y + 1)`` with the gradient), timed side by side at sizes from 1e3
    to 1e6 (median of interleaved samples); the printed crossover is the smallest size from which the parallel
-   module is faster at every larger size. ``cpu.PARALLEL_THRESHOLD`` is set from it (docs/architecture.md).
+   module is faster at every larger size (``nbdiff.backends.parallelism``, docs/architecture.md).
 2. BLAS beside parallel loops: W2's first matmul (float32 256x784 @ 784x256) followed at once by the W1 kernel's
    parallel module at 1e6 elements, with NumPy's OpenBLAS at its default thread count and limited to one thread
    (threadpoolctl), to see whether BLAS threads still spinning after the matmul slow the Numba threads.

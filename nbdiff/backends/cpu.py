@@ -41,6 +41,7 @@ from nbdiff.backends.cpu_source import (
     shaped_outputs,
 )
 from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
+from nbdiff.backends.parallelism import PARALLEL_THRESHOLD, runs_parallel
 from nbdiff.backends.program_runner import ProgramRunner
 from nbdiff.errors import BackendError
 from nbdiff.ops.fused import FusedElemwise
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 CPU = "cpu"
 RECIPES_PER_KERNEL = 16  # input shapes whose argument recipe a compiled kernel remembers
 _UNKNOWN = object()
-PARALLEL_THRESHOLD = 100_000  # loops from this many elements run the parallel=True variant (DESIGN section 5)
 PROGRAM = "plan"  # the unit of a whole-plan entry point (``cpu_program``)
 FAULTS = (  # test hooks: see ``inject_fault``
     "wrong-values",
@@ -243,7 +243,7 @@ class KernelRunner:
             return self.op.perform(*arrays)
         args = recipe.arguments(arrays)
         if variant is None:
-            variant = int(self.parallel is not None and recipe.size >= PARALLEL_THRESHOLD)
+            variant = int(self.parallel is not None and runs_parallel(recipe.size))
         try:
             self.modules[variant](*args)
         except TypeError:  # no compiled signature for these argument types (and compiling here is disabled)

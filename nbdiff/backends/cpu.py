@@ -41,7 +41,7 @@ from nbdiff.backends.cpu_source import (
     shaped_outputs,
 )
 from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
-from nbdiff.backends.parallelism import PARALLEL_THRESHOLD, runs_parallel
+from nbdiff.backends.parallelism import PARALLEL_THRESHOLD, blas, runs_parallel
 from nbdiff.backends.program_runner import ProgramRunner
 from nbdiff.errors import BackendError
 from nbdiff.ops.fused import FusedElemwise
@@ -500,7 +500,17 @@ class CpuTarget:
             body_runners = {id(unit.node): _kernel_runner(unit) for unit in body.units}
             body_plan = Plan(body.graph).with_performers(body_runners)
             runners[id(body.node)] = cpu_scan.ScanRunner(body.node.op, body_plan)
+        if any(isinstance(node.op, MatMul) for node in plan.graph.nodes):
+            return BlasLimitedPlan(self.name, plan, runners, units, root)
         return CompiledPlan(self.name, plan, runners, units, root)
+
+
+class BlasLimitedPlan(CompiledPlan):
+    """The mixed plan of a function with matmuls: NumPy's BLAS on one thread while the machine's cores are busy
+    (``parallelism.blas``)."""
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return blas.call(CompiledPlan.run, self, arrays)
 
 
 def _kernel_runner(unit: Unit) -> KernelRunner | OpRunner:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any, Callable
+
+from nbdiff.backends.compilation import SharedSetting
 
 PARALLEL_THRESHOLD = 100_000  # loops from this many elements may run the parallel=True module (see above)
 LOAD_CHECK_SECONDS = 1.0  # how long a reading of the load average is trusted
@@ -63,3 +66,50 @@ cores_free = CoresFree()
 def runs_parallel(size: int) -> bool:
     """Whether a loop of ``size`` elements runs its kernel's parallel module now."""
     return size >= PARALLEL_THRESHOLD and cores_free()
+
+
+class SingleThreadedBlas(SharedSetting):
+    """While the cores are busy, BLAS calls of compiled plans run on one thread: ``blas.call(function, *args)``.
+
+    Measured on the loaded 2-core machine (``bench_parallel.py``, load average 35): W2's first matmul (float32
+    256x784 @ 784x256) took 246 ms with OpenBLAS's two threads and 1.05 ms with one, the threads waiting for each
+    other as a parallel kernel's do. The thread count is process-wide, so it is lowered only for the duration of
+    the calls that need it (the first caller in lowers it, the last one out restores it: ``SharedSetting``), and
+    only where threadpoolctl is installed (it finds every loaded BLAS: NumPy's, and SciPy's that Numba's ``np.dot``
+    calls); with the cores free nothing changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._libraries: list[Any] | None = None
+        self._saved: list[int] = []
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)``, with BLAS on one thread while the cores are busy."""
+        if cores_free():
+            return function(*args)
+        with self._held():
+            return function(*args)
+
+    def _change(self) -> None:
+        libraries = self._blas_libraries()
+        self._saved = [library.get_num_threads() for library in libraries]
+        for library in libraries:
+            library.set_num_threads(1)
+
+    def _restore(self) -> None:  # type: ignore[override]
+        for library, count in zip(self._blas_libraries(), self._saved):
+            library.set_num_threads(count)
+
+    def _blas_libraries(self) -> list[Any]:
+        """threadpoolctl's controllers of the loaded BLAS libraries (none without threadpoolctl), found once."""
+        if self._libraries is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                self._libraries = []
+            else:
+                self._libraries = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        return self._libraries
+
+
+blas = SingleThreadedBlas()

@@ -20,6 +20,7 @@ import numpy as np
 from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.compilation import CompiledPlan, Unit
 from nbdiff.backends.cpu_program import Frame, Program, frame_for
+from nbdiff.backends.parallelism import blas
 from nbdiff.ops.fused import FusedElemwise
 from nbdiff.ops.linalg import MatMul
 from nbdiff.ops.reduce import Sum
@@ -44,6 +45,7 @@ class ProgramRunner:
         position = {id(v): j for j, v in enumerate(program.outputs)}
         self.order = [position[id(v)] for v in mixed.plan.graph.outputs]
         self.frames: dict[tuple, Frame | None] = {}
+        self.matmuls = any(isinstance(node.op, MatMul) for node in program.nodes)  # BLAS inside: ``blas.call``
         self.interpreter: Plan | None = None  # set by the first check: each later signature is checked against it
         self.disabled: str | None = None  # why the entry point is no longer used (a later signature disagreed)
         self._lock = threading.Lock()  # one call at a time in the shared buffers; others take the mixed plan
@@ -80,7 +82,10 @@ class ProgramRunner:
             return None
         try:
             outputs = [np.empty(shape, dtype) for shape, dtype in frame.outputs]
-            self.dispatcher(*arrays, *self.constants, *frame.tail, *outputs)
+            if self.matmuls:
+                blas.call(self.dispatcher, *arrays, *self.constants, *frame.tail, *outputs)
+            else:
+                self.dispatcher(*arrays, *self.constants, *frame.tail, *outputs)
         except (ValueError, IndexError, TypeError):  # refused values, or a non-contiguous argument
             return None
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import nbdiff as nd
 from nbdiff.backends import parallelism
@@ -48,3 +49,41 @@ def test_a_large_loop_runs_the_parallel_module_only_while_the_cores_are_free(mon
         runner.compiled(large)
         runner.compiled(small)
     assert calls == ["parallel", "serial", "serial", "serial"]
+
+
+class FakeBlas:
+    """A BLAS library's thread count, as threadpoolctl's controllers expose it."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def get_num_threads(self) -> int:
+        return self.threads
+
+    def set_num_threads(self, threads: int) -> None:
+        self.threads = threads
+
+
+def test_blas_runs_one_thread_only_while_the_cores_are_busy(monkeypatch):
+    limiter, library = parallelism.SingleThreadedBlas(), FakeBlas(2)
+    limiter._libraries = [library]
+    seen = []
+    for free in (True, False):
+        monkeypatch.setattr(parallelism, "cores_free", lambda free=free: free)
+        limiter.call(lambda: seen.append(library.threads))
+    assert seen == [2, 1] and library.threads == 2, "lowered while busy, restored after the call"
+    nested = limiter.call(lambda: limiter.call(lambda: library.threads))
+    assert nested == 1 and library.threads == 2
+
+
+def test_the_real_blas_thread_count_is_lowered_and_restored(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(parallelism, "cores_free", lambda: False)
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    during = parallelism.SingleThreadedBlas().call(blas_threads)
+    assert during and set(during) == {1}, during
+    assert blas_threads() == before

@@ -4,10 +4,12 @@
 ``backend="cpu"`` (and "auto" where Numba is installed); the compile stages themselves are the shared ones in
 ``compilation.py``. This module holds the CPU specifics: which modules a function needs (one per fused kernel,
 serial plus a ``parallel=True`` variant where the loop may reach ``PARALLEL_THRESHOLD`` elements, one per compiled
-op from ``cpu_ops.py``, or a whole-function entry point for a function of scalars, ``entry_source``), loading a
-module from Numba's cache (``numba_loading.py``), and the runners answering calls: ``KernelRunner`` and
-``OpRunner`` inside the interpreter's plan (``Plan.with_performers``: NumPy still runs matmul through its BLAS,
-indexing and shape ops), or ``EntryRunner``.
+op from ``cpu_ops.py``, or a whole-function entry point for a function of scalars, ``entry_source``; beside
+them, where every step has a compiled form, a whole-plan entry point, ``cpu_program``), loading a module from
+Numba's cache (``numba_loading.py``), and the runners answering calls: ``KernelRunner`` (its parallel module
+where ``parallelism.runs_parallel`` says so) and ``OpRunner`` inside the interpreter's plan
+(``Plan.with_performers``: NumPy still runs matmul through its BLAS, indexing and shape ops), ``EntryRunner``, or
+``ProgramRunner`` (``program_runner.py``) over that plan.
 """
 
 from __future__ import annotations

@@ -131,6 +131,7 @@ class Unit:
     entry: Any = None  # a whole-function unit's description (the CPU target's scalar entry point)
     node: Apply | None = None  # the graph node the unit runs (fused kernels and compiled ops)
     op_kernel: Any = None  # a compiled op's kernel description (the target's own)
+    optional: bool = False  # its failure leaves the others answering (a whole-plan entry point beside its kernels)
     state: str = "new"
     compile_seconds: float = 0.0
     pending: int = 0
@@ -371,7 +372,7 @@ class Compilation:
             if self._finished or any(u.state not in FINISHED for u in self.units):
                 return
             self._finished = True
-        failed = [u for u in self.units if u.state == "failed"]
+        failed = [u for u in self.units if u.state == "failed" and not u.optional]
         if failed:
             self.status.failed(f"kernel {failed[0].name}: {failed[0].failure}")
             return

@@ -4,10 +4,12 @@
 ``backend="cpu"`` (and "auto" where Numba is installed); the compile stages themselves are the shared ones in
 ``compilation.py``. This module holds the CPU specifics: which modules a function needs (one per fused kernel,
 serial plus a ``parallel=True`` variant where the loop may reach ``PARALLEL_THRESHOLD`` elements, one per compiled
-op from ``cpu_ops.py``, or a whole-function entry point for a function of scalars, ``entry_source``), loading a
-module from Numba's cache (``numba_loading.py``), and the runners answering calls: ``KernelRunner`` and
-``OpRunner`` inside the interpreter's plan (``Plan.with_performers``: NumPy still runs matmul through its BLAS,
-indexing and shape ops), or ``EntryRunner``.
+op from ``cpu_ops.py``, or a whole-function entry point for a function of scalars, ``entry_source``; beside
+them, where every step has a compiled form, a whole-plan entry point, ``cpu_program``), loading a module from
+Numba's cache (``numba_loading.py``), and the runners answering calls: ``KernelRunner`` (its parallel module
+where ``parallelism.runs_parallel`` says so) and ``OpRunner`` inside the interpreter's plan
+(``Plan.with_performers``: NumPy still runs matmul through its BLAS, indexing and shape ops), ``EntryRunner``, or
+``ProgramRunner`` (``program_runner.py``) over that plan.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, read_inputs, structure_problem
 from nbdiff.backends.compilation import Compilation, CompiledPlan, FaultHook, Module, Unit, gentle_switching
 from nbdiff.backends.cpu_ops import OpKernel, op_kernel
+from nbdiff.backends.cpu_program import Program, program_source
 from nbdiff.backends.cpu_source import (
     ArgumentRecipe,
     cpu_module_source,
@@ -40,8 +43,11 @@ from nbdiff.backends.cpu_source import (
     shaped_outputs,
 )
 from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
+from nbdiff.backends.parallelism import PARALLEL_THRESHOLD, blas, runs_parallel
+from nbdiff.backends.program_runner import ProgramRunner
 from nbdiff.errors import BackendError
 from nbdiff.ops.fused import FusedElemwise
+from nbdiff.ops.linalg import MatMul
 from nbdiff.runtime.events import ENTRY_POINT
 from nbdiff.runtime.interpreter import Plan
 
@@ -53,8 +59,14 @@ if TYPE_CHECKING:
 CPU = "cpu"
 RECIPES_PER_KERNEL = 16  # input shapes whose argument recipe a compiled kernel remembers
 _UNKNOWN = object()
-PARALLEL_THRESHOLD = 100_000  # loops from this many elements run the parallel=True variant (DESIGN section 5)
-FAULTS = ("wrong-values", "wrong-parallel-values", "compile-error")  # test hooks: see ``inject_fault``
+PROGRAM = "plan"  # the unit of a whole-plan entry point (``cpu_program``)
+FAULTS = (  # test hooks: see ``inject_fault``
+    "wrong-values",
+    "wrong-parallel-values",
+    "compile-error",
+    "wrong-program-values",
+    "program-compile-error",
+)
 
 
 def numba_available() -> bool:
@@ -66,7 +78,8 @@ inject_fault = FaultHook(
     FAULTS,
     'Test hook: functions created inside the block generate broken kernels. "wrong-values" adds 1 to each '
     'kernel\'s first output (the agreement check must catch it); "wrong-parallel-values" does so in the '
-    '``parallel=True`` modules only; "compile-error" makes Numba\'s typing fail.',
+    '``parallel=True`` modules only; "compile-error" makes Numba\'s typing fail; "wrong-program-values" and '
+    '"program-compile-error" do those in the whole-plan entry point only.',
 )
 
 
@@ -97,7 +110,25 @@ def graph_units(
             source, name = _with_fault(source, name, _module_fault(fault, parallel), "    for i in")
             modules.append(Module(name, source, "kernel", (signature,)))
         units.append(Unit(kernel.name, modules, kernel=kernel, node=kernel.node))
-    return units + _op_units(graph, _module_fault(fault, False))
+    units += _op_units(graph, _module_fault(fault, False))
+    if entry and units:
+        units += _program_unit(graph, fastmath, fault)
+    return units
+
+
+def _program_unit(graph: Graph, fastmath: bool, fault: str | None) -> list[Unit]:
+    """The whole-plan entry point (``cpu_program``) as an optional unit beside the kernels, where every step has a
+    compiled form (matmul needs SciPy, through which Numba calls BLAS); none otherwise."""
+    if any(isinstance(node.op, MatMul) for node in graph.nodes) and importlib.util.find_spec("scipy") is None:
+        return []
+    try:
+        program = program_source(graph, fastmath=fastmath, parallel_threshold=PARALLEL_THRESHOLD)
+    except UnsupportedKernel:
+        return []  # a step without a compiled form: the mixed plan runs alone
+    kind = {"wrong-program-values": "wrong-values", "program-compile-error": "compile-error"}.get(fault or "")
+    source, name = _with_fault(program.source, program.name, kind, "    return None", _shift_program_output)
+    module = Module(name, source, "entry", (program.signature,))
+    return [Unit(PROGRAM, [module], entry=program, optional=True)]
 
 
 def _op_units(graph: Graph, fault: str | None) -> list[Unit]:
@@ -132,9 +163,12 @@ def _may_be_large(kernel: Kernel) -> bool:
 
 
 def _module_fault(fault: str | None, parallel: bool) -> str | None:
-    """The fault injected into one module: "wrong-parallel-values" is "wrong-values" in a parallel module only."""
+    """The fault injected into one kernel module: "wrong-parallel-values" is "wrong-values" in a parallel module
+    only; the whole-plan entry point's own faults in none."""
     if fault == "wrong-parallel-values":
         return "wrong-values" if parallel else None
+    if fault in ("wrong-program-values", "program-compile-error"):
+        return None
     return fault
 
 
@@ -157,6 +191,12 @@ def _shift_last_output(source: str) -> str:
     signature = next(line for line in source.splitlines() if line.startswith("def kernel("))
     last = signature[len("def kernel(") : signature.rindex(")")].split(",")[-1].strip()
     return source.rstrip("\n") + f"\n    {last}.flat[0] = {last}.flat[0] + 1\n"
+
+
+def _shift_program_output(source: str) -> str:
+    """Adds 1 to the first element of a whole-plan entry point's first output (the "wrong-values" fault), after
+    every step."""
+    return source.replace("    return None\n", "    o0.ravel()[0] = o0.ravel()[0] + 1\n    return None\n")
 
 
 def _shift_first_output(source: str) -> str:
@@ -205,7 +245,7 @@ class KernelRunner:
             return self.op.perform(*arrays)
         args = recipe.arguments(arrays)
         if variant is None:
-            variant = int(self.parallel is not None and recipe.size >= PARALLEL_THRESHOLD)
+            variant = int(self.parallel is not None and runs_parallel(recipe.size))
         try:
             self.modules[variant](*args)
         except TypeError:  # no compiled signature for these argument types (and compiling here is disabled)
@@ -417,7 +457,7 @@ class CpuTarget:
         """The modules to build (``graph_units``), and those of the bodies of loops without a kernel of their own
         (``cpu_scan.scan_bodies``)."""
         units = graph_units(graph, kernels, self.fastmath, self.fault)
-        if units and units[0].entry is not None:
+        if units and isinstance(units[0].entry, EntryPoint):
             return units
         self.scan_bodies = cpu_scan.scan_bodies(
             graph, lambda body, body_kernels: graph_units(body, body_kernels, self.fastmath, self.fault, entry=False)
@@ -434,18 +474,38 @@ class CpuTarget:
         """The module's dispatcher, loaded from Numba's disk cache (``CacheMiss`` when it is not there)."""
         return numba_loading.load_compiled(module.path, module.name, module.signatures, module.function)
 
-    def runner(self, units: list[Unit], plan: Plan, root: Any) -> CompiledPlan | EntryRunner:
-        """The entry point's runner, or the plan with a runner per kernel and compiled op."""
-        if units[0].entry is not None:
+    def runner(self, units: list[Unit], plan: Plan, root: Any) -> CompiledPlan | EntryRunner | ProgramRunner:
+        """The scalar entry point's runner; or the plan with a runner per kernel and compiled op, under the
+        whole-plan entry point's runner where that compiled."""
+        if isinstance(units[0].entry, EntryPoint):
             unit = units[0]
             return EntryRunner(unit.entry, unit.modules[0].dispatcher, unit, plan, root)
+        program = next((u for u in units if u.name == PROGRAM and isinstance(u.entry, Program)), None)
+        units = [u for u in units if u is not program]
+        mixed = self._mixed_plan(units, plan, root)
+        if program is None or program.state == "failed":
+            return mixed
+        return ProgramRunner(mixed, program.entry, program)
+
+    def _mixed_plan(self, units: list[Unit], plan: Plan, root: Any) -> CompiledPlan:
+        """The interpreter's plan with a runner per kernel and compiled op (and loops over compiled bodies)."""
         inner = {id(unit) for body in self.scan_bodies for unit in [*body.units, body.loop]}
         runners = {id(unit.node): _kernel_runner(unit) for unit in units if id(unit) not in inner}
         for body in self.scan_bodies:
             body_runners = {id(unit.node): _kernel_runner(unit) for unit in body.units}
             body_plan = Plan(body.graph).with_performers(body_runners)
             runners[id(body.node)] = cpu_scan.ScanRunner(body.node.op, body_plan)
+        if any(isinstance(node.op, MatMul) for node in plan.graph.nodes):
+            return BlasLimitedPlan(self.name, plan, runners, units, root)
         return CompiledPlan(self.name, plan, runners, units, root)
+
+
+class BlasLimitedPlan(CompiledPlan):
+    """The mixed plan of a function with matmuls: NumPy's BLAS on one thread while the machine's cores are busy
+    (``parallelism.blas``)."""
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return blas.call(CompiledPlan.run, self, arrays)
 
 
 def _kernel_runner(unit: Unit) -> KernelRunner | OpRunner:

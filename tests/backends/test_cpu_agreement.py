@@ -19,6 +19,7 @@ from hypothesis import given, settings
 import nbdiff as nd
 from nbdiff.backends.agreement import outputs_disagreement
 from nbdiff.backends.cpu import plan_units
+from nbdiff.backends.program_runner import ProgramRunner
 from nbdiff.function import UNCHECKED
 from nbdiff.graph.types import is_float
 from tests.backends.cpu_support import WAIT, assert_agrees, assert_finished_events
@@ -86,6 +87,25 @@ def test_op_table_row_agrees_on_cpu(table, row):
     assert_agrees(second, expected, f"{row} (compiled call)")
     for original, array in zip(originals, arrays):
         np.testing.assert_array_equal(array, original, err_msg="the compiled function changed its input")
+
+
+@pytest.mark.slow
+def test_whole_plan_entry_points_agree_on_many_rows(table):
+    """Rows whose every step has a compiled form run as one whole-plan entry point (``cpu_program``) after the
+    agreement check, and agree with the interpreter there (the entry point answers, not the mixed plan)."""
+    answered = 0
+    for row, (f, reference, arrays) in table.items():
+        expected = reference(*arrays)
+        f(*arrays)  # the agreement check, where the row's own test has not made it yet
+        runner = f.compile_status.runner
+        if not isinstance(runner, ProgramRunner) or runner.frames.get(tuple(a.shape for a in arrays)) is None:
+            continue
+        converted = [np.asarray(a, dtype=v.dtype) for a, v in zip(arrays, f.inputs)]
+        got = runner.fast(tuple(converted))
+        assert got is not None, f"{row}: the entry point did not answer"
+        assert_agrees(got, expected, f"{row} (whole-plan entry point)")
+        answered += 1
+    assert answered >= 60, f"only {answered} of {len(ROWS)} rows ran as one entry point"
 
 
 def test_op_table_compiles_kernels_of_many_rows():

@@ -180,7 +180,7 @@ def test_a_compile_error_falls_back_with_a_reproducer(kind):
     assert f"kernel {name}: compiling failed: " in status
     assert "undefined_name_injected_by_test_hook" in status  # the compile error itself
     assert "\x1b" not in status, "terminal colour codes in the status"
-    assert states(f) == ["queued", "compiling", "failed"]
+    assert states(f, name) == ["queued", "compiling", "failed"]
     (failed,) = [e for e in f.events if e.state == "failed"]
     assert failed.kernel == name and failed.reason and failed.reason in status
     assert reasons == [failed.reason]  # a subscriber hears it too

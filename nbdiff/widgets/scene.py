@@ -198,7 +198,7 @@ def provenance_text(provenance: Provenance) -> str:
     lines = []
     for origin in provenance.origins:
         where = origin.site.describe() if origin.site is not None else "<unknown>"
-        label = "; ".join(origin.transforms)
+        label = origin.notes()
         lines.append(f"@ {where}" + (f"  [{label}]" if label else ""))
     return "\n".join(lines)
 

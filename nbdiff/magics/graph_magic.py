@@ -72,8 +72,9 @@ class GraphMagics(Magics):
         except a Python, math or NumPy function (sum, or exp after `from numpy import *`): those cannot take graph
         variables, so nbdiff's symbolic function of that name stays. Only NAME reaches the user namespace.
 
-        The cell runs as the pseudo-file <graph NAME cell>: node provenance, nd.dprint, error messages and
-        tracebacks name its lines, counted from the first line below %%graph. Example:
+        Node provenance, nd.dprint, error messages and tracebacks name the cell as IPython names cells
+        (In[15]:3) and count lines as the editor does, the %%graph line being line 1 (outside a notebook cell,
+        the pseudo-file <graph NAME cell>). Example:
 
             %%graph f --wrt x
             x: vector
@@ -84,7 +85,8 @@ class GraphMagics(Magics):
         """
         args = parse_argstring(self.graph, line)
         name = function_name(args.name, self.shell.user_ns, self.shell.user_ns_hidden)
-        built = build_function(cell, name, self.shell.user_ns, args.outputs, args.wrt, args.backend)
+        filename = register_source(name, cell, f"%%graph {line}", self.shell)
+        built = build_function(cell, name, self.shell.user_ns, args.outputs, args.wrt, args.backend, filename)
         self.shell.user_ns[name] = built
         show(built, widget=not args.no_widget)
 
@@ -114,9 +116,13 @@ def build_function(
     outputs: Sequence[str] | None = None,
     wrt: Sequence[str] = (),
     backend: str = "auto",
+    filename: str | None = None,
 ) -> Function:
-    """Run a ``%%graph`` cell and return the ``nd.function`` of its outputs (and gradients) of its inputs."""
-    cell = parse_cell(source, register_source(name, source))
+    """Run a ``%%graph`` cell and return the ``nd.function`` of its outputs (and gradients) of its inputs.
+
+    ``filename`` is the name ``register_source`` gave the cell (default: ``<graph NAME cell>``)."""
+    filename = filename or register_source(name, source, f"%%graph {name}")
+    cell = parse_cell(source, filename)
     output_names = select_outputs(cell, outputs)
     check_wrt(cell, wrt)
     namespace, inputs = execute(cell, user_ns)

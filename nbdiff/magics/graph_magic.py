@@ -65,7 +65,8 @@ class GraphMagics(Magics):
         Outputs are the variables named by --outputs, otherwise the last name the cell assigns. With --wrt, the
         gradients of the first output (a scalar) with respect to the named inputs follow the outputs. NAME takes
         the inputs in declaration order and returns one array for a single output, otherwise a list (outputs,
-        then gradients in --wrt order). NAME.variables maps the names of the cell's graph variables to them.
+        then gradients in --wrt order). NAME.variables maps the names of the cell's graph variables to them;
+        NAME.output_names names the outputs as the drawing does (y, gradient of y w.r.t. x).
 
         The cell sees nbdiff's functions unqualified (sum, exp, tanh, grad, ...) and the user's names: arrays and
         numbers act as constants, and functions that build graphs can be called. A user's name wins over nbdiff's,
@@ -137,7 +138,13 @@ def build_function(
         raise UsageError(f"--backend {backend}: {exc}") from None
     variables = {n: namespace[n] for n in cell.bound_names if isinstance(namespace.get(n), Variable)}
     built.variables = MappingProxyType(variables)  # type: ignore[attr-defined]
+    built.output_names = output_labels(output_names, wrt)  # type: ignore[attr-defined]
     return built
+
+
+def output_labels(output_names: Sequence[str], wrt: Sequence[str]) -> tuple[str, ...]:
+    """What the drawing calls each output: the cell's names, then ``gradient of COST w.r.t. INPUT`` per --wrt."""
+    return tuple(output_names) + tuple(f"gradient of {output_names[0]} w.r.t. {name}" for name in wrt)
 
 
 def select_outputs(cell: ParsedCell, outputs: Sequence[str] | None) -> list[str]:

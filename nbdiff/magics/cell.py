@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import linecache
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -24,6 +25,7 @@ from nbdiff.graph.basic import Variable
 from nbdiff.graph.provenance import cell_name
 from nbdiff.magics.annotations import InputSpec, names_a_kind, parse_declaration
 
+_CELL_NAME = re.compile(r"In\[(\d+)\]")  # how IPython names a cell it compiled (compile.format_code_name)
 DECLARE = "__nbdiff_declare__"  # the hidden callable a declaration is rewritten into
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _SCOPES += (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -62,14 +64,15 @@ def register_source(name: str, source: str, header: str, shell: Any = None) -> s
     """Register the cell's text (``header``, the ``%%graph ...`` line, then ``source``) for tracebacks and return
     the file name to compile the body under.
 
-    Inside a notebook cell of ``shell``, IPython's compiler caches the text under a name it maps to the cell's
+    Inside a notebook cell of ``shell``, IPython's compiler caches the text under a name it maps to that cell's
     execution count. Otherwise it is ``<graph NAME cell>`` in ``linecache``; a different source for the same NAME
     (the cell edited and run again) gets ``<graph NAME cell #2>``, ``#3``, ..., so graphs built by an earlier
     version still show their own lines.
     """
     text = f"{header}\n{source}"
-    if shell is not None and _in_a_cell(shell):
-        return shell.compile.cache(text, shell.execution_count)
+    number = _running_cell_number() if shell is not None else None
+    if number is not None:
+        return shell.compile.cache(text, number)
     lines = [line if line.endswith("\n") else line + "\n" for line in text.splitlines()]
     filename, version = f"<graph {name} cell>", 1
     while filename in linecache.cache and linecache.cache[filename][2] != lines:
@@ -79,14 +82,16 @@ def register_source(name: str, source: str, header: str, shell: Any = None) -> s
     return filename
 
 
-def _in_a_cell(shell: Any) -> bool:
-    """Whether the magic runs from a cell IPython compiled (a frame on the stack whose file IPython names)."""
+def _running_cell_number() -> int | None:
+    """The execution count of the notebook cell running the magic (the innermost frame whose file IPython names
+    ``In[n]``), or None when the magic is not run from a cell (``run_cell_magic`` from a script or a test)."""
     frame = sys._getframe(1)
     while frame is not None:
-        if cell_name(frame.f_code.co_filename) is not None:
-            return True
+        match = _CELL_NAME.fullmatch(cell_name(frame.f_code.co_filename) or "")
+        if match is not None:
+            return int(match.group(1))
         frame = frame.f_back
-    return False
+    return None
 
 
 def parse_cell(source: str, filename: str) -> ParsedCell:

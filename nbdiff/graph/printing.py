@@ -33,6 +33,7 @@ import numpy as np
 from nbdiff.errors import GraphError
 from nbdiff.graph.basic import Apply, Constant, Variable
 from nbdiff.graph.fgraph import Graph
+from nbdiff.graph.provenance import same_cell_names
 from nbdiff.graph.traversal import graph_inputs, toposort
 
 MAX_INLINE_DEPTH = 3  # at most ``a(b(c(x)))`` on one line
@@ -50,7 +51,8 @@ def dprint(obj: Any, file: TextIO | None = None) -> None:
 def dprint_str(obj: Any) -> str:
     """The listing ``dprint`` prints, as a string (without a trailing newline)."""
     inputs, outputs, nodes = _collect(obj)
-    return _Printer(inputs, outputs, nodes).render()
+    with same_cell_names():
+        return _Printer(inputs, outputs, nodes).render()
 
 
 def _collect(obj: Any) -> tuple[list[Variable], list[Variable], list[Apply]]:

@@ -38,17 +38,34 @@ def cell_name(filename: str) -> str | None:
 
     IPython keeps its own map from the file names it compiles cells under (``3049196835.py`` in ipykernel) to
     execution counts, and names cells from it in tracebacks (``Cell In[15], line 3``): ``format_code_name`` of the
-    shell's compiler is its public face. IPython is only asked when it is already imported.
+    shell's compiler is its public face. IPython is only asked when it is already imported; inside
+    ``same_cell_names()`` each file name is asked once.
     """
-    if filename in _cell_names:
-        return _cell_names[filename]
+    memo = getattr(_state, "cell_names", None)
+    if memo is not None and filename in memo:
+        return memo[filename]
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
     format_code_name = getattr(getattr(shell, "compile", None), "format_code_name", None)
-    if format_code_name is None:
-        return None
-    named = format_code_name(filename)
-    return named[1] if named else None
+    named = format_code_name(filename) if format_code_name is not None else None
+    name = named[1] if named else None
+    if memo is not None:
+        memo[filename] = name
+    return name
+
+
+@contextlib.contextmanager
+def same_cell_names() -> Iterator[None]:
+    """Ask IPython for each cell's name once inside the block: a printer or a drawing labels thousands of nodes
+    from a handful of cells, and IPython's answer does not change while it runs (no cell is compiled meanwhile)."""
+    outer = getattr(_state, "cell_names", None)
+    if outer is None:
+        _state.cell_names = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _state.cell_names = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from nbdiff.graph.basic import Apply, Constant, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.printing import constant_text
-from nbdiff.graph.provenance import Provenance
+from nbdiff.graph.provenance import Provenance, same_cell_names
 from nbdiff.widgets.layout import assign_layers, topological_order
 
 COLLAPSE_ABOVE = 500  # scenes drawing more boxes than this (kernel members included) are collapsed
@@ -92,7 +92,8 @@ def build_scene(
     ``output_names`` (the names the user gave, e.g. a ``%%graph`` cell's ``cost`` and ``gradient of cost w.r.t.
     w``), else the output variable's own name, else ``output k``.
     """
-    scene = _full_scene(graph, kernels, output_names)
+    with same_cell_names():
+        scene = _full_scene(graph, kernels, output_names)
     if not gradient:
         scene = hide_gradient(scene)
     if scene.drawn > collapse_above:

@@ -55,7 +55,28 @@ def ipython_renderer(error: BaseException):
         raise AttributeError("_render_traceback_")
 
     def render() -> list[str]:
-        tb = user_traceback(error.__traceback__)
-        return shell.InteractiveTB.structured_traceback(type(error), error, tb, tb_offset=0)
+        chained = _chain(error)[1:]
+        originals = [exc.__traceback__ for exc in chained]
+        try:  # the exceptions it was raised from are shown with their user frames too, then given theirs back
+            for exc in chained:
+                exc.__traceback__ = user_traceback(exc.__traceback__)
+            tb = user_traceback(error.__traceback__)
+            return shell.InteractiveTB.structured_traceback(type(error), error, tb, tb_offset=0)
+        finally:
+            for exc, original in zip(chained, originals):
+                exc.__traceback__ = original
 
     return render
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised from or during (``__cause__``, ``__context__``), each once."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        exc = pending.pop()
+        if exc is None or any(exc is other for other in seen):
+            continue
+        seen.append(exc)
+        pending.extend([exc.__context__, exc.__cause__])
+    return seen

@@ -494,3 +494,18 @@ def test_user_traceback_keeps_the_users_frames_in_order():
         helper()
     kept = traceback.extract_tb(user_traceback(info.value.__traceback__))
     assert [frame.name for frame in kept] == ["test_user_traceback_keeps_the_users_frames_in_order", "helper"]
+
+
+def test_a_run_time_error_and_its_cause_show_the_users_frames_only(shell):
+    shell.run_cell(
+        "import numpy as np\nimport nbdiff as nd\n"
+        "x = nd.vector('x')\nA = nd.matrix('A')\nrun_time = nd.function([A, x], A @ x)\n"
+    )
+    result = shell.run_cell("run_time(np.ones((2, 3)), np.ones(4))\n")
+    error = result.error_in_exec
+    assert isinstance(error, ShapeError) and isinstance(error.__cause__, ValueError)
+    cause_frames = traceback.extract_tb(error.__cause__.__traceback__)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error._render_traceback_()))
+    assert "run_time(np.ones((2, 3)), np.ones(4))" in shown and "The above exception" in shown
+    assert "nbdiff/" not in shown
+    assert traceback.extract_tb(error.__cause__.__traceback__) == cause_frames  # the cause keeps its frames

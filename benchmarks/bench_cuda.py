@@ -117,6 +117,7 @@ def torch_cuda() -> Any:
 
 def jax_gpu() -> Any:
     jax = need("jax")
+    jax.config.update("jax_enable_x64", True)  # else float64 inputs silently become float32 (W1 float64 disagreed)
     if not any(d.platform == "gpu" for d in jax.devices()):
         raise Unavailable("JAX has no GPU backend here")
     return jax
@@ -203,53 +204,61 @@ def bench_w1(n: int, dtype: str, repeats: int, peers: bool) -> dict[str, Any]:
 # MLP step
 # ---------------------------------------------------------------------------------------------------------------
 def mlp_peers(args: tuple) -> dict[str, Any]:
-    """PyTorch eager, torch.compile and JAX loss and gradients of the MLP step on the device."""
-    peers: dict[str, Any] = {}
+    """PyTorch eager, torch.compile and JAX loss and gradients of the MLP step on the device. Each library's step
+    is built in its own function: sharing one scope, the JAX names (``X``, ``loss_of``) replaced the ones PyTorch's
+    closures read, and both PyTorch rows failed on a real GPU."""
+    return {**_torch_mlp_peers(args), **_jax_mlp_peer(args)}
+
+
+def _torch_mlp_peers(args: tuple) -> dict[str, Any]:
+    """PyTorch eager and torch.compile rows (or why they are unavailable)."""
     try:
         torch = torch_cuda()
-        X, labels, *params = [torch.from_numpy(a).cuda() for a in args]
-        params = [p.requires_grad_() for p in params]
-
-        def loss_of(W1, b1, W2, b2) -> Any:
-            logits = torch.relu(X @ W1 + b1) @ W2 + b2
-            return torch.nn.functional.cross_entropy(logits, labels)
-
-        def eager() -> Any:
-            loss = loss_of(*params)
-            return [loss.detach(), *torch.autograd.grad(loss, params)]
-
-        peers["PyTorch CUDA"] = eager
-        compiled = torch.compile(torch.func.grad_and_value(loss_of, argnums=(0, 1, 2, 3)))
-        plain = [p.detach() for p in params]
-
-        def compiled_step() -> Any:
-            grads, loss = compiled(*plain)
-            return [loss, *grads]
-
-        peers["torch.compile"] = compiled_step
     except Unavailable as why:
-        peers["PyTorch"] = why
+        return {"PyTorch": why}
+    X, labels, *params = [torch.from_numpy(a).cuda() for a in args]
+    params = [p.requires_grad_() for p in params]
+
+    def loss_of(W1, b1, W2, b2) -> Any:
+        logits = torch.relu(X @ W1 + b1) @ W2 + b2
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+    def eager() -> Any:
+        loss = loss_of(*params)
+        return [loss.detach(), *torch.autograd.grad(loss, params)]
+
+    compiled = torch.compile(torch.func.grad_and_value(loss_of, argnums=(0, 1, 2, 3)))
+    plain = [p.detach() for p in params]
+
+    def compiled_step() -> Any:
+        grads, loss = compiled(*plain)
+        return [loss, *grads]
+
+    return {"PyTorch CUDA": eager, "torch.compile": compiled_step}
+
+
+def _jax_mlp_peer(args: tuple) -> dict[str, Any]:
+    """The JAX row (or why it is unavailable)."""
     try:
         jax = jax_gpu()
-        jnp = jax.numpy
-        X, labels, *params = [jax.device_put(a) for a in args]
-
-        def loss_of(params: Any) -> Any:
-            W1, b1, W2, b2 = params
-            logits = jnp.maximum(X @ W1 + b1, 0) @ W2 + b2
-            log_probs = jax.nn.log_softmax(logits, axis=1)
-            return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
-
-        step = jax.jit(jax.value_and_grad(loss_of))
-
-        def jax_step() -> Any:
-            loss, grads = step(tuple(params))
-            return [loss, *grads]
-
-        peers["JAX"] = jax_step
     except Unavailable as why:
-        peers["JAX"] = why
-    return peers
+        return {"JAX": why}
+    jnp = jax.numpy
+    X, labels, *params = [jax.device_put(a) for a in args]
+
+    def loss_of(params: Any) -> Any:
+        W1, b1, W2, b2 = params
+        logits = jnp.maximum(X @ W1 + b1, 0) @ W2 + b2
+        log_probs = jax.nn.log_softmax(logits, axis=1)
+        return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+
+    step = jax.jit(jax.value_and_grad(loss_of))
+
+    def jax_step() -> Any:
+        loss, grads = step(tuple(params))
+        return [loss, *grads]
+
+    return {"JAX": jax_step}
 
 
 def bench_mlp(batch: int, repeats: int, peers: bool, sizes: tuple[int, int, int]) -> dict[str, Any]:

@@ -375,15 +375,8 @@ def _fast_path(
 
 
 def _sum_scales(op: FusedElemwise, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
-    """For each output, the scale of its rounding error: for a trailing sum, the sum of its terms' magnitudes."""
-    if all(r is None for r in op.reductions):
-        return [None] * len(expected)
-    terms = FusedElemwise(op.input_kinds, op.program, op.results, (None,) * len(op.results)).perform(*inputs)
-    with np.errstate(all="ignore"):
-        return [
-            None if reduction is None else float(np.nansum(np.abs(term), dtype=np.float64))
-            for reduction, term in zip(op.reductions, terms)
-        ]
+    """For each output, the scale of its rounding error (``FusedElemwise.rounding_scales``)."""
+    return list(op.rounding_scales(*inputs))
 
 
 # ---------------------------------------------------------------------------------------------------------------

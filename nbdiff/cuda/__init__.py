@@ -15,6 +15,19 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
+
+def _numpy_aliases_for_numba_cuda() -> None:
+    """numba-cuda 0.30 registers an overload for ``np.row_stack`` when its array typing loads (at a kernel's first
+    compile); NumPy 2.5 removed that alias of ``np.vstack``, so every CUDA compile failed with AttributeError (seen
+    on a real GPU: numba-cuda 0.30.4, numpy 2.5.2). Restoring the alias, the same function, lets it load."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack  # type: ignore[attr-defined]
+
+
+_numpy_aliases_for_numba_cuda()
+
 
 @functools.lru_cache(maxsize=1)
 def cuda_problem() -> str | None:

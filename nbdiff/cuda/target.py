@@ -267,14 +267,7 @@ def _scales(node: Apply, inputs: Sequence[np.ndarray], expected: Sequence[np.nda
     its terms, i.e. the step computed on the inputs' absolute values; else the output's own (None)."""
     op = node.op
     if isinstance(op, FusedElemwise):
-        if all(r is None for r in op.reductions):
-            return [None] * len(expected)
-        terms = FusedElemwise(op.input_kinds, op.program, op.results, (None,) * len(op.results)).perform(*inputs)
-        with np.errstate(all="ignore"):
-            return [
-                None if r is None else float(np.nansum(np.abs(t), dtype=np.float64))
-                for r, t in zip(op.reductions, terms)
-            ]
+        return list(op.rounding_scales(*inputs))
     if isinstance(op, Elemwise):
         return [None] * len(expected)
     try:

@@ -266,6 +266,34 @@ class FusedElemwise(Op):
             outputs.append(value)
         return tuple(outputs)
 
+    def rounding_scales(self, *arrays: np.ndarray) -> list[float]:
+        """Each output's rounding-error scale for the agreement check: the largest magnitude any value in its
+        dependency cone takes (an output that cancels, ``s - s * sum(s)``, carries the rounding of its terms, not
+        its own tiny size); for a trailing sum, the sum of those magnitudes over its terms."""
+        schedule = self._schedule()
+        values: list[Any] = list(arrays) + [None] * len(self.program)
+        with np.errstate(all="ignore"):
+            magnitudes: list[Any] = [np.abs(a) if a.dtype.kind in "fc" else None for a in values[: self.n_inputs]]
+            magnitudes += [None] * len(self.program)
+            for k, step in enumerate(schedule.steps):
+                ref = self.n_inputs + k
+                values[ref], _ = self._evaluate(step, [values[r] for r in step.args], [])
+                cone = np.abs(values[ref]) if values[ref].dtype.kind in "fc" else None
+                for arg in step.args:
+                    if cone is not None and magnitudes[arg] is not None:
+                        cone = np.fmax(cone, magnitudes[arg])
+                magnitudes[ref] = cone
+            scales = []
+            for ref, reduction in zip(self.results, self.reductions):
+                cone = magnitudes[ref]
+                if cone is None:
+                    scales.append(0.0)
+                    continue
+                finite = cone[np.isfinite(cone)]
+                total = np.sum(finite, dtype=np.float64) if reduction is not None else finite.max(initial=0)
+                scales.append(float(total))
+        return scales
+
     def _evaluate(self, step: _Step, args: list, pool: list[np.ndarray]) -> tuple[np.ndarray, bool]:
         """One instruction: a ufunc into a pooled buffer when one fits, else the member's ``perform``."""
         if step.ufunc is not None:

@@ -21,6 +21,8 @@ pair of factors                                       becomes                   
 ====================================================  ==========================  ===============================
 ``a * (c / a)``                                       ``c``                       log(sigmoid), log(softmax),
                                                                                   log(1 - sigmoid), log1p(-sigmoid)
+``(c1 / a1 + c2 / a2) * a1 * a2``                     ``c1 * a2 + c2 * a1``       y log(sigmoid) + (1 - y)
+                                                                                  log(1 - sigmoid)
 ``exp(x) * sigmoid(-x)``                              ``sigmoid(x)``              log(1 + exp), log1p(exp),
                                                                                   1 / (1 + exp(-x))
 ``exp(a) * (c / (exp(a) + exp(b)))``                  ``c * sigmoid(a - b)``      log(exp(a) + exp(b))
@@ -545,6 +547,39 @@ def cancel_reciprocal(node: Apply, facts: ShapeFacts) -> Variable | None:
     return _rewrite_pair(node, facts, _cancel, (TrueDivide, SumToLike))
 
 
+def _cancelled(term: Variable, rest: Sequence[Variable], facts: ShapeFacts) -> Variable | None:
+    """``term * rest`` with a reciprocal factor ``c / a`` of ``term`` cancelled by a factor ``a`` of ``rest``."""
+    product = read_product(term, facts)
+    for i, b in enumerate(product.factors):
+        for j, a in enumerate(rest):
+            replacement = _cancel(a, b, facts)
+            if replacement is not None:
+                factors = [*product.factors[:i], *replacement, *product.factors[i + 1 :], *rest[:j], *rest[j + 1 :]]
+                return build_product(Product(tuple(factors), product.negated), term.dtype)
+    return None
+
+
+@rule(Mul)
+def distribute_to_cancel(node: Apply, facts: ShapeFacts) -> Variable | None:
+    """(c1 / a1 + c2 / a2) * a1 * a2 -> c1 * a2 + c2 * a1 (also with -): each term of a sum cancels a factor"""
+    out = node.out
+    if not is_float(out.dtype):
+        return None
+    product = read_product(out, facts)
+    for position, factor in enumerate(product.factors):
+        if not _is(factor, (Add, Sub)) or factor.dtype != out.dtype:
+            continue
+        rest = [f for k, f in enumerate(product.factors) if k != position]
+        terms = [_cancelled(term, rest, facts) for term in factor.owner.inputs]
+        if any(term is None for term in terms):
+            continue
+        total = (ew.add if _is(factor, Add) else ew.sub)(*terms)
+        result = _fit(ew.negative(total) if product.negated else total, out, facts, [factor, *rest])
+        if result is not None:
+            return result
+    return None
+
+
 @rule(Mul)
 def exp_times_sigmoid_of_negation(node: Apply, facts: ShapeFacts) -> Variable | None:
     """exp(x) * sigmoid(-x) -> sigmoid(x)"""
@@ -606,6 +641,7 @@ GRADIENT_RULES = [
     row_labels_add,
     log_softmax_take_gradient,
     cancel_reciprocal,
+    distribute_to_cancel,  # after cancel_reciprocal: a sum of reciprocals (binary cross-entropy through sigmoid)
     exp_times_sigmoid_of_negation,
     exp_over_exp_sum,
     exp_over_sum_exp,

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 
 import nbdiff as nd
+from nbdiff.backends.agreement import outputs_disagreement
 from nbdiff.backends.cpu import plan_units
 from nbdiff.function import UNCHECKED
 from nbdiff.graph.types import is_float
@@ -120,3 +121,26 @@ def test_random_graphs_agree_on_cpu(case):
     assert f.backend == ("cpu" if status == UNCHECKED else "numpy")
     assert_agrees(first, expected, "checked call")
     assert_agrees(second, expected, "compiled call")
+
+
+def test_a_cancelling_output_is_judged_by_the_scale_of_its_terms():
+    """The gradient of sum(softmax(x)) is s - s * sum(s): zero up to rounding, ~1e-17 in float64. A kernel that
+    rounds differently (a GPU's fma, another summation order) gives other ~1e-17 values: that is agreement, and the
+    check measures it against the terms' magnitude (``rounding_scales``), which a real error still exceeds."""
+    x = nd.matrix("x")
+    s = nd.softmax(x)
+    f = nd.function([x], [s, nd.grad(nd.sum(s), x)], backend="numpy")
+    (kernel,) = f.kernels
+    op = kernel.node.op
+    rng = np.random.default_rng(0)
+    softmax = np.exp(rng.standard_normal((3, 4)))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    inputs = [softmax, softmax.sum(axis=1, keepdims=True)]
+    (expected,) = op.perform(*inputs)
+    rounded_otherwise = expected + 3e-17 * rng.standard_normal(expected.shape)
+    wrong = expected + 1e-6
+    assert outputs_disagreement([expected], [rounded_otherwise]) is not None  # by its own tiny size it would fail
+    scales = op.rounding_scales(*inputs)
+    assert 0.5 < scales[0] <= 1.0
+    assert outputs_disagreement([expected], [rounded_otherwise], scales) is None
+    assert outputs_disagreement([expected], [wrong], scales) is not None

@@ -257,6 +257,31 @@ def test_log_of_softmax_becomes_log_softmax_with_a_stable_gradient(form, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_binary_cross_entropy_through_sigmoid_has_a_finite_gradient_where_the_sigmoid_saturates(dtype):
+    """-(y log(sigmoid(x)) + (1 - y) log(1 - sigmoid(x))): both logs become softplus, and the gradient, whose
+    written form is (y / s - (1 - y) / (1 - s)) * s * (1 - s) with s = sigmoid(x) (0 * inf = nan where s is 0 or 1),
+    becomes y (1 - s) - (1 - y) s by distributing the product over the sum so each term cancels a factor."""
+    x, labels = nd.vector("x", dtype=dtype), nd.vector("y", dtype=dtype)
+    points = np.array([1000.0, -1000.0, 1000.0, -1000.0, 1e-20, 3.0], dtype=dtype)
+    targets = np.array([1.0, 0.0, 0.0, 1.0, 0.3, 0.25], dtype=dtype)
+
+    def build(x, y):
+        return -(y * nd.log(nd.sigmoid(x)) + (1 - y) * nd.log(1 - nd.sigmoid(x)))
+
+    pairs = [(float(t), float(y)) for t, y in zip(points, targets)]
+    value = np.array([y * softplus(-t) + (1 - y) * softplus(t) for t, y in pairs])
+    derivative = np.array([sigmoid(t) - y for t, y in pairs])
+    written = run_written(value_and_gradient(build, [x, labels], False), points, targets)
+    assert not np.all(np.isfinite(written[0])) and not np.all(np.isfinite(written[1]))
+
+    f = value_and_gradient(build, [x, labels], True)
+    y, dx, _ = run_rewritten(f, points, targets)
+    assert_close(y, value, dtype)
+    assert_close(dx, derivative, dtype)
+    assert {"log_sigmoid", "log_one_minus_sigmoid", "distribute_to_cancel"} <= set(fired_rules(f))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_log_of_exp_plus_exp_is_stable_in_both_arguments(dtype):
     a, b = nd.vector("a", dtype=dtype), nd.vector("b", dtype=dtype)
     left = np.array([1000.0, -1000.0, 1e-20, 1000.0, -1000.0], dtype=dtype)

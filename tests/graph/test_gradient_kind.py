@@ -3,10 +3,13 @@ listing, the drawing, "show gradient" and the stepper agree, and a forward node 
 
 from __future__ import annotations
 
+import re
+
 import nbdiff as nd
 from nbdiff.graph.printing import dprint_str
 from nbdiff.rewrite.fusion import kernels_of
 from nbdiff.widgets.scene import build_scene
+from nbdiff.widgets.stepper import graph_svg
 
 
 def _squared_cost():
@@ -28,6 +31,9 @@ def test_a_square_simplify_makes_from_a_forward_power_is_a_forward_node():
     kinds = {box.source.op.name: box.kind for box in build_scene(after).boxes if box.kind in ("forward", "gradient")}
     assert kinds["square"] == "forward"
     assert kinds["tanh"] == "forward"
+    svg = graph_svg(after)  # what the rewrite stepper draws for the pass
+    assert re.search(r'<g class="nbdiff-node forward"[^>]*><title>square\b', svg)
+    assert not re.search(r'<g class="nbdiff-node gradient"[^>]*><title>square\b', svg)
 
 
 def test_log_sum_exp_from_the_stability_rewrite_stays_visible_without_gradient():

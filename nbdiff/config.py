@@ -7,7 +7,9 @@ test suite sets it: most tests are about graphs, not compilation). ``NBDIFF_FREE
 backend from freezing the objects alive after Numba's first load out of cyclic garbage collection.
 ``NBDIFF_COMPILE_TIMEOUT`` is how many seconds (default 600) one compile job may take in the compile worker: a
 stopped or hung worker is then killed and replaced, the job retried once, and then the kernel falls back to the
-interpreter ("timed out after N s"). This is the only module that reads environment variables.
+interpreter ("timed out after N s"). ``NBDIFF_FULL_TRACEBACK=1`` shows nbdiff's own frames in the tracebacks of
+its errors in IPython (by default they show the user's frames only). This is the only module that reads
+environment variables.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Options:
     # cyclic garbage collection once (NBDIFF_FREEZE_GC=0: never), so full collections stop stalling the notebook
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT  # seconds one job may take in the compile worker (then it is
     # killed and replaced, the job retried once, then the kernel falls back); NBDIFF_COMPILE_TIMEOUT
+    full_traceback: bool = False  # an nbdiff error's traceback in IPython keeps nbdiff's and IPython's own frames
+    # (NBDIFF_FULL_TRACEBACK=1), for debugging nbdiff; by default it shows the user's frames only
 
 
 def default_cache_dir() -> str:
@@ -57,6 +61,7 @@ def _from_environment() -> Options:
         compile=os.environ.get("NBDIFF_COMPILE", "1").lower() not in ("0", "false", "no"),
         freeze_gc=os.environ.get("NBDIFF_FREEZE_GC", "1").lower() not in ("0", "false", "no"),
         compile_timeout=_seconds("NBDIFF_COMPILE_TIMEOUT", DEFAULT_COMPILE_TIMEOUT),
+        full_traceback=os.environ.get("NBDIFF_FULL_TRACEBACK", "").lower() in ("1", "true", "yes"),
     )
 
 

@@ -14,7 +14,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class NbdiffError(Exception):
-    """Base class of every error nbdiff raises on purpose."""
+    """Base class of every error nbdiff raises on purpose.
+
+    In IPython its traceback shows the user's frames only (see :mod:`nbdiff.tracebacks`; ``NBDIFF_FULL_TRACEBACK=1``
+    shows all, as does ``full_traceback`` in force where the error is raised)."""
+
+    def __init__(self, *args: object):
+        from nbdiff.config import options
+
+        super().__init__(*args)
+        self.full_traceback = options().full_traceback  # read now: IPython renders after any option_context ended
+
+    @property
+    def _render_traceback_(self):
+        """IPython's hook for a custom traceback: the user's frames, not nbdiff's (absent with full_traceback)."""
+        from nbdiff.tracebacks import ipython_renderer
+
+        return ipython_renderer(self)
 
 
 class DTypeError(NbdiffError, TypeError):

@@ -83,10 +83,14 @@ class Function:
         if fast is not None and not kwargs:
             results = fast(args)
             if results is not None:
-                status.backend = status.runner.backend  # type: ignore[union-attr]
+                backend = status.runner.backend  # type: ignore[union-attr]
+                if backend != status.backend:  # the first compiled call after interpreted ones: watchers hear it
+                    status.answered_by(backend)
                 return results[0] if self._single else results
         arrays = self._arguments(args, kwargs)
-        results, status.backend = status.run(args, arrays)
+        results, backend = status.run(args, arrays)
+        if backend != status.backend:
+            status.answered_by(backend)
         return results[0] if self._single else results
 
     def _arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 
 from nbdiff.errors import DisconnectedInputError, GradientError, UndefinedGradientError, node_error
 from nbdiff.graph.basic import Apply, Constant, Variable, as_variable, constant
-from nbdiff.graph.provenance import transform
+from nbdiff.graph.provenance import Derivative, differentiating
 from nbdiff.graph.traversal import paused_gc, toposort
 from nbdiff.graph.types import is_float
 from nbdiff.rewrite.shapes import ShapeFacts
@@ -133,7 +133,7 @@ def backprop(seeds: Sequence[tuple[Variable, Variable]], wrt: Sequence[Variable]
         output_grads = [acc.total(o) for o in node.outputs]
         if all(g is None for g in output_grads):
             continue
-        with transform(f"pullback of {_where(node)}"):
+        with differentiating(Derivative.of("pullback", node)):
             input_grads = node.op.pullback(node, output_grads)
         _check_pullback_result(node, input_grads)
         for var, grad in zip(node.inputs, input_grads):
@@ -234,7 +234,7 @@ def grad(
     for var, value in (known_grads or {}).items():
         seeds.append((var, _seed(var, value, "grad (known_grads)", f"the known gradient for {var.label()}")))
     outputs = [var for var, _ in seeds]
-    with transform("grad"), paused_gc():
+    with differentiating(Derivative("grad")), paused_gc():
         acc = backprop(seeds, wrt_list)
         results = _finish(acc, outputs, wrt_list, disconnected, "grad")
     return results if as_list else results[0]
@@ -297,7 +297,7 @@ def Lop(
         (out, _seed(out, point, "Lop", f"the eval point for output {k} ({out.label()})"))
         for k, (out, point) in enumerate(zip(outputs, points))
     ]
-    with transform("Lop"), paused_gc():
+    with differentiating(Derivative("Lop")), paused_gc():
         acc = backprop(seeds, wrt_list)
         results = _finish(acc, outputs, wrt_list, disconnected, "Lop")
     return results if as_list else results[0]
@@ -319,12 +319,12 @@ def Rop(
     tangents: dict[int, Variable] = {}
     for var, point in zip(wrt_list, points):
         tangents[id(var)] = _seed(var, point, "Rop", f"the tangent for {var.label()}")
-    with transform("Rop"), paused_gc():
+    with differentiating(Derivative("Rop")), paused_gc():
         for node in toposort(outputs, stop_at=wrt_list):
             inputs = [tangents.get(id(v)) if is_float(v.dtype) else None for v in node.inputs]
             if all(t is None for t in inputs):
                 continue
-            with transform(f"pushforward of {_where(node)}"):
+            with differentiating(Derivative.of("pushforward", node)):
                 if node.op.pushforward is not None:
                     outs = node.op.pushforward(node, inputs)
                 else:
@@ -462,7 +462,7 @@ def _jacobian_reverse(y: Variable, wrt: list[Variable], disconnected: Disconnect
     seed = tensor("jacobian_seed", dtype=flat.dtype if is_float(flat.dtype) else "float64", shape=flat.type.shape)
     pulled = Lop(flat, wrt, seed, disconnected=disconnected)
     eye = _identity_like(flat)
-    with transform("jacobian (batched pullback)"):
+    with differentiating(Derivative("jacobian (batched pullback)")):
         rows = batch_graph(pulled, {seed: eye}, BatchSize(_identity_ruler(eye)))
     return [_unflatten(r, y, var) for r, var in zip(rows, wrt)]
 
@@ -481,7 +481,7 @@ def _jacobian_forward(y: Variable, var: Variable, disconnected: Disconnected) ->
     eye = _identity_like(_flat(var))
     by_column = BatchSize(_identity_ruler(eye))
     columns = eye if var.ndim == 1 else ReshapeLike()(eye, by_column.materialise(var))
-    with transform("jacobian (batched pushforward)"):
+    with differentiating(Derivative("jacobian (batched pushforward)")):
         (stacked,) = batch_graph([pushed], {tangent: columns}, by_column)
     rows = transpose(stacked)  # one row per element of y, one column per element of var
     if var.ndim != 1:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from nbdiff.errors import AxisError, GraphError, ShapeError, node_error
 from nbdiff.graph.basic import Apply, Variable, as_variable
-from nbdiff.graph.provenance import transform
+from nbdiff.graph.provenance import differentiating, transform
 from nbdiff.graph.traversal import paused_gc, toposort
 from nbdiff.ops.batching import Batched, BatchSize
 
@@ -91,7 +91,7 @@ def batch_graph(
             if not any(batched) and not any(id(v) in same for v in node.inputs):
                 continue
             inputs = [env.get(id(v), same.get(id(v), v)) for v in node.inputs]
-            with transform(f"vmap of {_where(node)}"):
+            with transform(f"vmap of {_where(node)}"), differentiating(node.provenance.derivative):
                 if any(batched):
                     outs, flags = _batch_node(node, inputs, batched, size)
                 else:

@@ -33,6 +33,7 @@ import numpy as np
 from nbdiff.errors import GraphError
 from nbdiff.graph.basic import Apply, Constant, Variable
 from nbdiff.graph.fgraph import Graph
+from nbdiff.graph.provenance import same_cell_names
 from nbdiff.graph.traversal import graph_inputs, toposort
 
 MAX_INLINE_DEPTH = 3  # at most ``a(b(c(x)))`` on one line
@@ -40,7 +41,6 @@ MAX_INLINE_CHARS = 72  # an inlined expression longer than this gets its own lin
 SMALL_CONSTANT = 8  # constants with at most this many elements print by value
 EXPR_COLUMN = 60  # the type column starts here unless every expression is shorter
 DEFAULT_DTYPES = ("float64", "int64", "bool")  # constants of these dtypes print without a dtype wrapper
-WALKER_TRANSFORMS = ("grad", "Lop", "Rop")  # transforms naming the derivative call itself, not a node
 
 
 def dprint(obj: Any, file: TextIO | None = None) -> None:
@@ -51,7 +51,8 @@ def dprint(obj: Any, file: TextIO | None = None) -> None:
 def dprint_str(obj: Any) -> str:
     """The listing ``dprint`` prints, as a string (without a trailing newline)."""
     inputs, outputs, nodes = _collect(obj)
-    return _Printer(inputs, outputs, nodes).render()
+    with same_cell_names():
+        return _Printer(inputs, outputs, nodes).render()
 
 
 def _collect(obj: Any) -> tuple[list[Variable], list[Variable], list[Apply]]:
@@ -68,33 +69,6 @@ def _collect(obj: Any) -> tuple[list[Variable], list[Variable], list[Apply]]:
             )
     inputs = [v for v in graph_inputs(outputs) if not isinstance(v, Constant)]
     return inputs, outputs, toposort(outputs)
-
-
-def gradient_label(transforms: tuple[str, ...]) -> str:
-    """A compact label for a node's transforms: ``pullback of tanh at f.py:3`` -> ``grad of tanh @ f.py:3``.
-
-    The outermost derivative transform names the user's forward node; other transforms (e.g. fusion) follow it.
-    The walker's own marker (``grad``, ``Lop``, ``Rop``) shows only for derivative nodes built outside any
-    pullback (the sums of contributions): ``[grad]``.
-    """
-    parts: list[str] = []
-    walker = ""
-    derivative_seen = False
-    for item in transforms:
-        if item in WALKER_TRANSFORMS:
-            walker = walker or item
-            continue
-        for prefix, short in (("pullback of ", "grad of "), ("pushforward of ", "jvp of ")):
-            if item.startswith(prefix):
-                if not derivative_seen:
-                    parts.append(short + item[len(prefix) :].replace(" at ", " @ ", 1))
-                derivative_seen = True
-                break
-        else:
-            parts.append(item)
-    if walker and not derivative_seen:
-        parts.insert(0, walker)
-    return "; ".join(parts)
 
 
 def constant_text(const: Constant) -> str | None:
@@ -245,7 +219,7 @@ class _Printer:
         types = ", ".join(str(out.type) for out in node.outputs)
         if _is_fused(node):
             members = node.op.members()
-            gradient = sum(_is_derivative(p.transforms) for _, p in members if p is not None)
+            gradient = sum(p.is_gradient for _, p in members if p is not None)
             label = f"fused: {len(members)} members, {gradient} gradient"
             return _Line(lhs, expr, types, _where(node), label, details=self._kernel_listing(node))
         return _Line(lhs, expr, types, _where(node), _label(node))
@@ -274,7 +248,7 @@ class _Printer:
             if provenance is not None:
                 site = provenance.site
                 line += f"  @ {site.label}" if site is not None else ""
-                label = gradient_label(provenance.transforms)
+                label = provenance.primary.label()
                 line += f"  [{label}]" if label else ""
             lines.append(line.rstrip())
         return lines
@@ -286,18 +260,13 @@ def _where(node: Apply) -> str:
 
 
 def _label(node: Apply) -> str:
-    return gradient_label(node.provenance.transforms)
+    return node.provenance.primary.label()
 
 
 def _is_fused(node: Apply) -> bool:
     from nbdiff.ops.fused import FusedElemwise
 
     return isinstance(node.op, FusedElemwise)
-
-
-def _is_derivative(transforms: tuple[str, ...]) -> bool:
-    """Whether a node was built by a derivative (a pullback, a pushforward, or the gradient walker itself)."""
-    return any(t in WALKER_TRANSFORMS or t.startswith(("pullback of ", "pushforward of ")) for t in transforms)
 
 
 def _layout(lines: list[_Line]) -> str:

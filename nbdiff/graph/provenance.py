@@ -1,8 +1,14 @@
 """Where each node came from: the user's source line plus a stack of transforms ("pullback of tanh").
 
 A node records, when it is built, the first stack frame outside the nbdiff package (a file or a notebook cell,
-and a line) and the transforms active at that moment. Hash-consing returns an existing node when the same op is
-applied to the same inputs again; the node then keeps every site that built it.
+and a line), the notes of the transforms active at that moment ("vmap of exp", "rewrite log1p", "fused into kernel
+k0") and, for a node a derivative built, a typed ``Derivative`` record naming the forward node it differentiates.
+That record is the one place that decides whether a node is a gradient node (``Provenance.is_gradient``): the
+printer, the kernel listing and the drawings all read it. Hash-consing returns an existing node when the same op
+is applied to the same inputs again; the node then keeps every site that built it.
+
+Notebook cells are named as IPython names them (``In[15]:3``, from IPython's own map of cell file names to
+execution counts), and ``%%graph`` cells as the cell they were run in; elsewhere a site is ``file:line``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,49 @@ from typing import Iterator, Sequence
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _state = threading.local()
+
+
+_cell_names: dict[str, str] = {}  # pseudo-files nbdiff compiled for a cell (a %%graph body) -> "In[15]"
+
+
+def name_cell(filename: str, name: str) -> None:
+    """Name a pseudo-file nbdiff compiled for a notebook cell (a ``%%graph`` body) after that cell (``In[15]``)."""
+    _cell_names[filename] = name
+
+
+def cell_name(filename: str) -> str | None:
+    """The name IPython gives the cell compiled as ``filename`` (``In[15]``), or None for a file or outside IPython.
+
+    IPython keeps its own map from the file names it compiles cells under (``3049196835.py`` in ipykernel) to
+    execution counts, and names cells from it in tracebacks (``Cell In[15], line 3``): ``format_code_name`` of the
+    shell's compiler is its public face. IPython is only asked when it is already imported; inside
+    ``same_cell_names()`` each file name is asked once.
+    """
+    memo = getattr(_state, "cell_names", None)
+    if memo is not None and filename in memo:
+        return memo[filename]
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    format_code_name = getattr(getattr(shell, "compile", None), "format_code_name", None)
+    named = format_code_name(filename) if format_code_name is not None else None
+    name = named[1] if named else None
+    if memo is not None:
+        memo[filename] = name
+    return name
+
+
+@contextlib.contextmanager
+def same_cell_names() -> Iterator[None]:
+    """Ask IPython for each cell's name once inside the block: a printer or a drawing labels thousands of nodes
+    from a handful of cells, and IPython's answer does not change while it runs (no cell is compiled meanwhile)."""
+    outer = getattr(_state, "cell_names", None)
+    if outer is None:
+        _state.cell_names = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _state.cell_names = None
 
 
 @dataclass(frozen=True)
@@ -34,30 +83,98 @@ class Site:
 
     @property
     def label(self) -> str:
-        """A short ``file:line`` label: the file's base name, or the cell's name for notebook cells."""
+        """A short label: ``In[15]:3`` for a notebook cell (IPython's name), else ``file.py:3`` (the base name)."""
+        cell = cell_name(self.filename)
+        if cell is not None:
+            return f"{cell}:{self.lineno}"
         name = self.filename
         if not name.startswith("<"):
             name = os.path.basename(name)
         return f"{name}:{self.lineno}"
 
     def describe(self) -> str:
-        """``file:line: code`` for error messages."""
+        """``file:line: code`` for error messages; a notebook cell as IPython's tracebacks name it, ``Cell In[15],
+        line 3: code``."""
+        cell = cell_name(self.filename)
+        where = f"Cell {cell}, line {self.lineno}" if cell is not None else self.label
         code = self.code
-        return f"{self.label}: {code}" if code else self.label
+        return f"{where}: {code}" if code else where
+
+
+@dataclass(frozen=True)
+class Derivative:
+    """The forward node a gradient node differentiates: the derivative call that built it (``grad``, ``Lop``,
+    ``Rop``, ``jacobian ...``) and, inside an op's rule, the rule (``pullback`` or ``pushforward``) with the forward
+    node's op and user line. Nodes the walker builds outside any rule (seeds, sums of contributions) name no node.
+
+    This record, not the text of a transform, is what makes a node a gradient node.
+    """
+
+    call: str
+    rule: str | None = None
+    op: str | None = None
+    site: Site | None = None
+
+    @classmethod
+    def of(cls, rule: str, node: object, call: str = "") -> Derivative:
+        """The record of ``rule`` (``pullback``/``pushforward``) applied to the forward Apply ``node``."""
+        provenance = node.provenance  # type: ignore[attr-defined]
+        return cls(call, rule, node.op.name, provenance.site)  # type: ignore[attr-defined]
+
+    def within(self, outer: Derivative | None) -> Derivative:
+        """The record of a node built with ``self`` active inside ``outer``: the outermost rule names the forward
+        node (the user's op, e.g. a scan whose pullback runs ``Lop`` on its body), the outermost call the walk."""
+        if outer is None:
+            return self
+        if outer.rule is not None or self.rule is None:
+            return outer
+        return Derivative(outer.call or self.call, self.rule, self.op, self.site)
+
+    def describe(self) -> str:
+        """``pullback of tanh at f.py:3``, or the call (``grad``) for the walker's own nodes."""
+        if self.rule is None:
+            return self.call
+        where = f" at {self.site.label}" if self.site is not None else ""
+        return f"{self.rule} of {self.op}{where}"
+
+    def chain(self) -> str:
+        """The call and the rule: ``grad; pullback of tanh at f.py:3``."""
+        if self.rule is None or not self.call:
+            return self.describe()
+        return f"{self.call}; {self.describe()}"
+
+    def label(self) -> str:
+        """The compact label printers show: ``grad of tanh @ f.py:3``, ``jvp of exp @ f.py:2``, or ``grad``."""
+        if self.rule is None:
+            return self.call
+        short = "jvp" if self.rule == "pushforward" else "grad"
+        where = f" @ {self.site.label}" if self.site is not None else ""
+        return f"{short} of {self.op}{where}"
 
 
 @dataclass(frozen=True)
 class Origin:
-    """One construction of a node: the site and the transforms that were active (innermost last)."""
+    """One construction of a node: the site, the notes of the transforms that were active (innermost last), and
+    the derivative that built it (None for a forward node)."""
 
     site: Site | None
     transforms: tuple[str, ...]
+    derivative: Derivative | None = None
 
     def describe(self) -> str:
         where = self.site.describe() if self.site is not None else "<unknown>"
-        if self.transforms:
-            return f"{where} ({'; '.join(self.transforms)})"
-        return where
+        notes = self.notes()
+        return f"{where} ({notes})" if notes else where
+
+    def notes(self) -> str:
+        """The derivative's call and rule, then the other transforms: ``grad; pullback of tanh at f.py:3``."""
+        parts = ([self.derivative.chain()] if self.derivative is not None else []) + list(self.transforms)
+        return "; ".join(parts)
+
+    def label(self) -> str:
+        """The compact label printers show: ``grad of tanh @ f.py:3; fused into kernel k0``."""
+        parts = ([self.derivative.label()] if self.derivative is not None else []) + list(self.transforms)
+        return "; ".join(parts)
 
 
 class Provenance:
@@ -81,9 +198,15 @@ class Provenance:
         return self.primary.transforms
 
     @property
+    def derivative(self) -> Derivative | None:
+        """What the node differentiates, when a derivative built it first (see ``Derivative``)."""
+        return self.primary.derivative
+
+    @property
     def is_gradient(self) -> bool:
-        """True when the node was first built by a derivative transform (a pullback or pushforward)."""
-        return bool(self.primary.transforms)
+        """True when the node was first built by a derivative (grad, Lop, Rop, a pullback or a pushforward): the one
+        test every printer and drawing uses. A forward node a rewrite or fusion rebuilt stays a forward node."""
+        return self.primary.derivative is not None
 
     def add(self, origin: Origin) -> None:
         if origin not in self.origins:
@@ -147,11 +270,17 @@ def current_site() -> Site | None:
 
 
 def current_transforms() -> tuple[str, ...]:
+    """The notes of the transforms active now, outermost first."""
     return getattr(_state, "transforms", ())
 
 
+def current_derivative() -> Derivative | None:
+    """The derivative active now (None outside grad, Lop, Rop and the rules they call)."""
+    return getattr(_state, "derivative", None)
+
+
 def current_origin() -> Origin:
-    return Origin(current_site(), current_transforms())
+    return Origin(current_site(), current_transforms(), current_derivative())
 
 
 def inherited_origins() -> tuple[Origin, ...] | None:
@@ -180,7 +309,8 @@ class inherit:
             tagged: list[Origin] = []
             for provenance in self.provenances:
                 for origin in provenance.origins:
-                    origin = Origin(origin.site, origin.transforms + (self.note,)) if self.note else origin
+                    if self.note:
+                        origin = Origin(origin.site, origin.transforms + (self.note,), origin.derivative)
                     if origin not in tagged:
                         tagged.append(origin)
             self._origins = tuple(tagged)
@@ -197,10 +327,23 @@ class inherit:
 
 @contextlib.contextmanager
 def transform(description: str) -> Iterator[None]:
-    """Tag every node built inside the block with ``description`` (e.g. ``"pullback of tanh at f.py:3"``)."""
+    """Tag every node built inside the block with the note ``description`` (e.g. ``"vmap of exp at f.py:3"``)."""
     previous = current_transforms()
     _state.transforms = previous + (description,)
     try:
         yield
     finally:
         _state.transforms = previous
+
+
+@contextlib.contextmanager
+def differentiating(derivative: Derivative | None) -> Iterator[None]:
+    """Mark every node built inside the block as a gradient node with the record ``derivative`` (combined with the
+    derivative already active, see ``Derivative.within``); None changes nothing."""
+    previous = current_derivative()
+    if derivative is not None:
+        _state.derivative = derivative.within(previous)
+    try:
+        yield
+    finally:
+        _state.derivative = previous

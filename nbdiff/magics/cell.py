@@ -1,16 +1,20 @@
 """Running the body of a ``%%graph`` cell under a named pseudo-file, with its inputs read from annotations.
 
-The cell is compiled with the file name ``<graph NAME cell>`` and its source is registered in ``linecache``, so
-the provenance of every node it builds, nbdiff's error messages and IPython's tracebacks name the cell and the line
-(counted from the first line of the cell body). Each declaration ``x: vector`` is rewritten into a call that builds
-the input variable on that very line. The cell runs in its own namespace: only the function the magic binds reaches
-the user namespace.
+Line numbers count the ``%%graph`` line, as the editor does: the body's first line is line 2. Run in a notebook
+cell, the body is compiled under a file name IPython's compiler makes and maps to the cell's execution count (its
+public ``compile.cache``), so nbdiff's labels and IPython's tracebacks both name it as IPython names every cell
+(``In[15]:3``, ``Cell In[15], line 3``). Run outside a cell (``run_cell_magic`` from a script or test), it is the
+pseudo-file ``<graph NAME cell>``, registered in ``linecache``. Each declaration ``x: vector`` is rewritten into a
+call that builds the input variable on that very line. The cell runs in its own namespace: only the function the
+magic binds reaches the user namespace.
 """
 
 from __future__ import annotations
 
 import ast
 import linecache
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -18,8 +22,10 @@ from IPython.core.error import UsageError
 
 import nbdiff
 from nbdiff.graph.basic import Variable
+from nbdiff.graph.provenance import cell_name
 from nbdiff.magics.annotations import InputSpec, names_a_kind, parse_declaration
 
+_CELL_NAME = re.compile(r"In\[(\d+)\]")  # how IPython names a cell it compiled (compile.format_code_name)
 DECLARE = "__nbdiff_declare__"  # the hidden callable a declaration is rewritten into
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _SCOPES += (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -54,23 +60,46 @@ class ParsedCell:
         return max(line for line, _, bound in self.bindings if bound == name)
 
 
-def register_source(name: str, source: str) -> str:
-    """Register the cell's source in ``linecache`` under ``<graph NAME cell>`` and return that file name.
+def register_source(name: str, source: str, header: str, shell: Any = None) -> str:
+    """Register the cell's text (``header``, the ``%%graph ...`` line, then ``source``) for tracebacks and return
+    the file name to compile the body under.
 
-    A different source for the same NAME (the cell edited and run again) gets ``<graph NAME cell #2>``, ``#3``,
-    ..., so graphs built by an earlier version still show their own lines.
+    Inside a notebook cell of ``shell``, IPython's compiler caches the text under a name it maps to that cell's
+    execution count. Otherwise it is ``<graph NAME cell>`` in ``linecache``; a different source for the same NAME
+    (the cell edited and run again) gets ``<graph NAME cell #2>``, ``#3``, ..., so graphs built by an earlier
+    version still show their own lines.
     """
-    lines = [line if line.endswith("\n") else line + "\n" for line in source.splitlines()]
+    text = f"{header}\n{source}"
+    number = _running_cell_number() if shell is not None else None
+    if number is not None:
+        return shell.compile.cache(text, number)
+    lines = [line if line.endswith("\n") else line + "\n" for line in text.splitlines()]
     filename, version = f"<graph {name} cell>", 1
     while filename in linecache.cache and linecache.cache[filename][2] != lines:
         version += 1
         filename = f"<graph {name} cell #{version}>"
-    linecache.cache[filename] = (len(source), None, lines, filename)  # mtime None: never evicted by checkcache
+    linecache.cache[filename] = (len(text), None, lines, filename)  # mtime None: never evicted by checkcache
     return filename
 
 
+def _running_cell_number() -> int | None:
+    """The execution count of the notebook cell running the magic (the innermost frame whose file IPython names
+    ``In[n]``), or None when the magic is not run from a cell (``run_cell_magic`` from a script or a test)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        match = _CELL_NAME.fullmatch(cell_name(frame.f_code.co_filename) or "")
+        if match is not None:
+            return int(match.group(1))
+        frame = frame.f_back
+    return None
+
+
 def parse_cell(source: str, filename: str) -> ParsedCell:
-    """Parse the cell, read its input declarations and rewrite each into a call building that input."""
+    """Parse the cell body, read its input declarations and rewrite each into a call building that input.
+
+    The body is parsed below an empty first line, the ``%%graph`` line's place, so line numbers are the editor's.
+    """
+    source = "\n" + source
     tree = ast.parse(source, filename)
     if not tree.body:
         raise UsageError("%%graph: the cell is empty; declare inputs (x: vector) and compute outputs from them")

@@ -65,15 +65,17 @@ class GraphMagics(Magics):
         Outputs are the variables named by --outputs, otherwise the last name the cell assigns. With --wrt, the
         gradients of the first output (a scalar) with respect to the named inputs follow the outputs. NAME takes
         the inputs in declaration order and returns one array for a single output, otherwise a list (outputs,
-        then gradients in --wrt order). NAME.variables maps the names of the cell's graph variables to them.
+        then gradients in --wrt order). NAME.variables maps the names of the cell's graph variables to them;
+        NAME.output_names names the outputs as the drawing does (y, gradient of y w.r.t. x).
 
         The cell sees nbdiff's functions unqualified (sum, exp, tanh, grad, ...) and the user's names: arrays and
         numbers act as constants, and functions that build graphs can be called. A user's name wins over nbdiff's,
         except a Python, math or NumPy function (sum, or exp after `from numpy import *`): those cannot take graph
         variables, so nbdiff's symbolic function of that name stays. Only NAME reaches the user namespace.
 
-        The cell runs as the pseudo-file <graph NAME cell>: node provenance, nd.dprint, error messages and
-        tracebacks name its lines, counted from the first line below %%graph. Example:
+        Node provenance, nd.dprint, error messages and tracebacks name the cell as IPython names cells
+        (In[15]:3) and count lines as the editor does, the %%graph line being line 1 (outside a notebook cell,
+        the pseudo-file <graph NAME cell>). Example:
 
             %%graph f --wrt x
             x: vector
@@ -84,7 +86,8 @@ class GraphMagics(Magics):
         """
         args = parse_argstring(self.graph, line)
         name = function_name(args.name, self.shell.user_ns, self.shell.user_ns_hidden)
-        built = build_function(cell, name, self.shell.user_ns, args.outputs, args.wrt, args.backend)
+        filename = register_source(name, cell, f"%%graph {line}", self.shell)
+        built = build_function(cell, name, self.shell.user_ns, args.outputs, args.wrt, args.backend, filename)
         self.shell.user_ns[name] = built
         show(built, widget=not args.no_widget)
 
@@ -114,9 +117,13 @@ def build_function(
     outputs: Sequence[str] | None = None,
     wrt: Sequence[str] = (),
     backend: str = "auto",
+    filename: str | None = None,
 ) -> Function:
-    """Run a ``%%graph`` cell and return the ``nd.function`` of its outputs (and gradients) of its inputs."""
-    cell = parse_cell(source, register_source(name, source))
+    """Run a ``%%graph`` cell and return the ``nd.function`` of its outputs (and gradients) of its inputs.
+
+    ``filename`` is the name ``register_source`` gave the cell (default: ``<graph NAME cell>``)."""
+    filename = filename or register_source(name, source, f"%%graph {name}")
+    cell = parse_cell(source, filename)
     output_names = select_outputs(cell, outputs)
     check_wrt(cell, wrt)
     namespace, inputs = execute(cell, user_ns)
@@ -131,7 +138,13 @@ def build_function(
         raise UsageError(f"--backend {backend}: {exc}") from None
     variables = {n: namespace[n] for n in cell.bound_names if isinstance(namespace.get(n), Variable)}
     built.variables = MappingProxyType(variables)  # type: ignore[attr-defined]
+    built.output_names = output_labels(output_names, wrt)  # type: ignore[attr-defined]
     return built
+
+
+def output_labels(output_names: Sequence[str], wrt: Sequence[str]) -> tuple[str, ...]:
+    """What the drawing calls each output: the cell's names, then ``gradient of COST w.r.t. INPUT`` per --wrt."""
+    return tuple(output_names) + tuple(f"gradient of {output_names[0]} w.r.t. {name}" for name in wrt)
 
 
 def select_outputs(cell: ParsedCell, outputs: Sequence[str] | None) -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from nbdiff.errors import DTypeError, NbdiffError, node_error, run_time_error_class
 from nbdiff.graph.basic import Apply, Constant, Op, Variable, apply
-from nbdiff.graph.provenance import Provenance, inherit, transform
+from nbdiff.graph.provenance import Derivative, Provenance, differentiating, inherit
 from nbdiff.graph.traversal import paused_gc
 from nbdiff.graph.types import TensorType, broadcast_array_shapes, is_float
 from nbdiff.ops.broadcast import AssertShapeLike, BroadcastLike, FillLike, SumToLike
@@ -415,10 +415,8 @@ def _build(op: Op, inputs: Sequence[Variable], provenance: Provenance | None, ke
 
 
 def _member_transform(member: Apply, compute, what: str = "pullback") -> list:
-    """Run ``compute(member)`` tagging what it builds "pullback of <op> at <line>" (as the gradient walker does)."""
-    site = member.provenance.site
-    where = f"{member.op.name} at {site.label}" if site is not None else member.op.name
-    with transform(f"{what} of {where}"):
+    """Run ``compute(member)`` marking what it builds as the ``what`` (pullback) of ``member``, as the walker does."""
+    with differentiating(Derivative.of(what, member)):
         return list(compute(member))
 
 

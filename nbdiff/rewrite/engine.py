@@ -31,8 +31,10 @@ class Rule:
 
     @property
     def identity(self) -> str:
-        """The identity the rule applies: the first line of its function's docstring."""
-        return (self.function.__doc__ or self.name).strip().splitlines()[0]
+        """The identity the rule applies: the first paragraph of its function's docstring, on one line (a first
+        line alone cuts identities written over two lines mid-sentence)."""
+        paragraph = (self.function.__doc__ or self.name).strip().split("\n\n")[0]
+        return " ".join(paragraph.split())
 
 
 def rule(*kinds: type, name: str | None = None) -> Callable[[RuleFunction], Rule]:

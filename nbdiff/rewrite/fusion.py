@@ -37,8 +37,6 @@ from nbdiff.rewrite.shapes import ShapeFacts
 
 RULE = "fuse_elemwise"
 IDENTITY = "a connected elementwise group sharing one loop (+ the sums it feeds) -> one fused kernel"
-DERIVATIVE_PREFIXES = ("pullback of ", "pushforward of ")
-WALKER_TRANSFORMS = ("grad", "Lop", "Rop")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -570,10 +568,9 @@ def member_of(op_name: str, provenance: Provenance | None) -> Member:
         return Member(op_name, "<unknown>", False, "", None)
     site = provenance.site
     line = site.label if site is not None else "<unknown>"
-    transforms = provenance.transforms
-    derivative = next((t for t in transforms if t.startswith(DERIVATIVE_PREFIXES)), "")
-    gradient = bool(derivative) or any(t in WALKER_TRANSFORMS for t in transforms)
-    return Member(op_name, line, gradient, derivative, provenance)
+    derivative = provenance.derivative
+    transform = derivative.describe() if derivative is not None else ""
+    return Member(op_name, line, provenance.is_gradient, transform, provenance)
 
 
 def kernels_of(graph: Graph) -> list[Kernel]:

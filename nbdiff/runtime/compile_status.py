@@ -105,7 +105,8 @@ class CompileStatus:
         return self._log.subscribe(callback)
 
     def subscribe_status(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``callback(state)`` when the agreement check decides the state; returns unsubscribe."""
+        """Call ``callback(state)`` when the agreement check decides the state, or when what answers calls changes
+        (``answered_by``: a compiled call after interpreted ones); returns unsubscribe."""
         with self._lock:
             self._watchers.append(callback)
 
@@ -243,6 +244,15 @@ class CompileStatus:
             else:
                 self.compilation.report_mismatch(mismatched, problem)
         return None
+
+    def answered_by(self, backend: str) -> None:
+        """A call was answered by ``backend`` ("numpy" or a target's name), another than the last call's: record
+        it and tell the watchers (the panel said "backend numpy" after compiled calls, as no decision followed)."""
+        with self._lock:
+            if self.backend == backend:
+                return
+            self.backend = backend
+        self._state_changed()
 
     def _state_changed(self) -> None:
         with self._lock:

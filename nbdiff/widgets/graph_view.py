@@ -34,6 +34,7 @@ class Views:
     """The graphs a widget can show: the rewritten one (with its kernels) and, when known, the one as written."""
 
     def __init__(self, source: Any):
+        self.output_names: tuple[str | None, ...] = ()
         if isinstance(source, Graph):
             self.rewritten, self.as_written, self.kernels = source, None, kernels_of(source)
             return
@@ -49,11 +50,13 @@ class Views:
         self.rewritten = graph
         self.as_written = getattr(source, "graph_as_written", None)
         self.kernels = list(getattr(source, "kernels", None) or kernels_of(graph))
+        self.output_names = tuple(getattr(source, "output_names", None) or ())  # set by %%graph
 
     def scene(self, rewritten: bool, gradient: bool) -> Scene:
+        names = self.output_names
         if rewritten or self.as_written is None:
-            return build_scene(self.rewritten, self.kernels, gradient=gradient)
-        return build_scene(self.as_written, (), gradient=gradient)
+            return build_scene(self.rewritten, self.kernels, gradient=gradient, output_names=names)
+        return build_scene(self.as_written, (), gradient=gradient, output_names=names)
 
 
 def _function_of(outputs: Any) -> Any:

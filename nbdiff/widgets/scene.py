@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from nbdiff.graph.basic import Apply, Constant, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.printing import constant_text
-from nbdiff.graph.provenance import Provenance
+from nbdiff.graph.provenance import Provenance, same_cell_names
 from nbdiff.widgets.layout import assign_layers, topological_order
 
 COLLAPSE_ABOVE = 500  # scenes drawing more boxes than this (kernel members included) are collapsed
@@ -79,14 +79,21 @@ class Scene:
 
 
 def build_scene(
-    graph: Graph, kernels: Sequence[Any] = (), gradient: bool = True, collapse_above: int = COLLAPSE_ABOVE
+    graph: Graph,
+    kernels: Sequence[Any] = (),
+    gradient: bool = True,
+    collapse_above: int = COLLAPSE_ABOVE,
+    output_names: Sequence[str | None] = (),
 ) -> Scene:
     """The scene for ``graph``: every root, node and output; ``kernels`` (from ``kernels_of``) become compound boxes.
 
     ``gradient=False`` hides gradient nodes, except those computing an output. Scenes drawing more than
-    ``collapse_above`` boxes (kernel members included) are collapsed until they are smaller.
+    ``collapse_above`` boxes (kernel members included) are collapsed until they are smaller. Output boxes show
+    ``output_names`` (the names the user gave, e.g. a ``%%graph`` cell's ``cost`` and ``gradient of cost w.r.t.
+    w``), else the output variable's own name, else ``output k``.
     """
-    scene = _full_scene(graph, kernels)
+    with same_cell_names():
+        scene = _full_scene(graph, kernels, output_names)
     if not gradient:
         scene = hide_gradient(scene)
     if scene.drawn > collapse_above:
@@ -94,7 +101,7 @@ def build_scene(
     return scene
 
 
-def _full_scene(graph: Graph, kernels: Sequence[Any]) -> Scene:
+def _full_scene(graph: Graph, kernels: Sequence[Any], output_names: Sequence[str | None]) -> Scene:
     by_node = {id(k.node): k for k in kernels}
     boxes: list[Box] = []
     index: dict[int, int] = {}  # id(variable or node) -> box index
@@ -118,7 +125,8 @@ def _full_scene(graph: Graph, kernels: Sequence[Any]) -> Scene:
                 edges[(source, index[id(node)])] = None
     for position, out in enumerate(graph.outputs):
         source = index.get(id(out.owner)) if out.owner is not None else index.get(id(out))
-        boxes.append(_output_box(out, position, len(boxes)))
+        given = output_names[position] if position < len(output_names) else None
+        boxes.append(_output_box(out, position, len(boxes), given))
         if source is not None:
             edges[(source, len(boxes) - 1)] = None
     return Scene(boxes, list(edges))
@@ -186,11 +194,11 @@ def member_view(member: Any, step: str) -> Member:
     return Member(member.op, kind, member.line, f"{step}\n{where}")
 
 
-def _output_box(out: Variable, position: int, i: int) -> Box:
-    name = out.name or f"output {position}"
-    producer = out.label()
-    title = f"output {position}: {producer} : {out.type}"
-    return Box(f"n{i}", "output", name, str(out.type), title, source=out)
+def _output_box(out: Variable, position: int, i: int, given: str | None = None) -> Box:
+    """An output, labelled with the name the user gave it (or the variable's name, or its position)."""
+    name = given or out.name or f"output {position}"
+    title = f"output {position}: {name} = {out.label()} : {out.type}"
+    return Box(f"n{i}", "output", _shorten(name), str(out.type), title, source=out)
 
 
 def provenance_text(provenance: Provenance) -> str:
@@ -198,7 +206,7 @@ def provenance_text(provenance: Provenance) -> str:
     lines = []
     for origin in provenance.origins:
         where = origin.site.describe() if origin.site is not None else "<unknown>"
-        label = "; ".join(origin.transforms)
+        label = origin.notes()
         lines.append(f"@ {where}" + (f"  [{label}]" if label else ""))
     return "\n".join(lines)
 

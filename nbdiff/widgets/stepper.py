@@ -73,23 +73,31 @@ def graph_svg(graph: Graph) -> str:
     return scene_to_svg(build_scene(graph, kernels_of(graph)))
 
 
+def count_text(count: int, noun: str) -> str:
+    """``1 node``, ``3 nodes``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _graph_html(title: str, graph: Graph, nodes: int) -> str:
     """The drawing of one side, with its text listing under it (folded)."""
     return (
-        f"<div><b>{html.escape(title)}</b> ({nodes} nodes)"
+        f"<div><b>{html.escape(title)}</b> ({count_text(nodes, 'node')})"
         f'<div style="{_SVG_STYLE}">{graph_svg(graph)}</div>'
         f"<details><summary>text listing</summary>{_pre(graph_text(graph))}</details></div>"
     )
 
 
 class RewriteStepper(widgets.VBox):
-    """A slider and previous/next buttons over a rewrite history, showing the selected pass."""
+    """A slider and previous/next buttons over a rewrite history, showing the selected pass.
+
+    The slider counts passes from 1, as the summary does ("pass 4 of 5"); ``index`` is the position from 0.
+    """
 
     def __init__(self, history: Sequence[PassRecord], **kwargs: Any):
         self.history = list(history)
         count = len(self.history)
         self.slider = widgets.IntSlider(
-            value=0, min=0, max=max(count - 1, 0), description="pass", continuous_update=True, disabled=count < 2
+            value=1, min=1, max=max(count, 1), description="pass", continuous_update=True, disabled=count < 2
         )
         self.previous_button = widgets.Button(description="previous", icon="arrow-left")
         self.next_button = widgets.Button(description="next", icon="arrow-right")
@@ -106,14 +114,14 @@ class RewriteStepper(widgets.VBox):
 
     @property
     def index(self) -> int:
-        """The position of the pass shown."""
-        return self.slider.value
+        """The position of the pass shown, from 0 (the slider shows it from 1)."""
+        return self.slider.value - 1
 
     @index.setter
     def index(self, value: int) -> None:
         if not self.history or not 0 <= value < len(self.history):
             raise IndexError(f"rewrite_stepper: pass index {value} outside 0..{len(self.history) - 1}")
-        self.slider.value = value
+        self.slider.value = value + 1
 
     @property
     def record(self) -> PassRecord | None:
@@ -123,7 +131,7 @@ class RewriteStepper(widgets.VBox):
     def step(self, delta: int) -> None:
         """Move ``delta`` passes forward (negative: back), stopping at either end."""
         if self.history:
-            self.slider.value = min(max(self.index + delta, 0), len(self.history) - 1)
+            self.slider.value = min(max(self.index + delta, 0), len(self.history) - 1) + 1
 
     def text(self) -> str:
         """What the widget shows for the selected pass, as plain text: summary, then each rule application."""

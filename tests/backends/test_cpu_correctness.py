@@ -211,6 +211,33 @@ def test_an_unchecked_function_is_decided_by_its_first_call_and_the_panel_shows_
     panel.close()
 
 
+def test_the_panel_says_which_backend_answered_when_compiled_calls_follow_interpreted_ones():
+    """Called while compiling (the interpreter answers), checked on those inputs when ready: no call is decided
+    later, so the next call, answered compiled, is what tells the panel (it kept saying "backend numpy")."""
+    pytest.importorskip("ipywidgets")
+    from nbdiff.widgets.status_view import status_panel
+
+    x = nd.vector("x", shape=(4,))
+    f = nd.function([x], nd.sum(nd.sinh(x) * nd.exp(x)), backend="cpu")
+    panel = status_panel(f)
+    seen: list[str] = []
+    unsubscribe = f.subscribe_status(seen.append)
+    f(np.arange(4.0))
+    if f.status == "compiled":
+        pytest.skip("compiled before the first call (a warm cache): the first call itself is checked")
+    assert f.backend == "numpy"
+    assert f.wait(WAIT) == "compiled" and f.backend == "numpy"  # checked on the last inputs: nobody called since
+    assert "compiled · backend numpy" in panel.value
+    heard = len(seen)
+    f(np.arange(4.0))
+    assert f.backend == "cpu" and "compiled · backend cpu" in panel.value
+    assert len(seen) == heard + 1
+    f(np.arange(4.0))
+    assert len(seen) == heard + 1  # no change, no redraw
+    unsubscribe()
+    panel.close()
+
+
 def test_the_last_inputs_are_not_kept_once_compiled():
     x = nd.vector("x", shape=(3,))
     f = nd.function([x], nd.sum(nd.sin(x) * nd.cos(x)), backend="cpu")

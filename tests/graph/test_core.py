@@ -67,7 +67,10 @@ def test_gradient_nodes_record_the_transform():
     g = nd.grad(y, x)
     assert g.provenance.site.lineno == grad_line
     assert g.provenance.is_gradient
-    assert f"pullback of sin at {HERE}:{forward}" in g.provenance.transforms
+    derivative = g.provenance.derivative
+    assert (derivative.call, derivative.rule, derivative.op) == ("grad", "pullback", "sin")
+    assert derivative.site.lineno == forward
+    assert f"pullback of sin at {HERE}:{forward}" in g.provenance.describe()
 
 
 # -- constants -------------------------------------------------------------------------------------------------------

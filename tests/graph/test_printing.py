@@ -13,7 +13,8 @@ import pytest
 import nbdiff as nd
 from nbdiff.errors import GraphError
 from nbdiff.graph.basic import Op
-from nbdiff.graph.printing import constant_text, dprint_str, gradient_label
+from nbdiff.graph.printing import constant_text, dprint_str
+from nbdiff.graph.provenance import Derivative, Origin, Site
 from nbdiff.graph.types import TensorType
 
 HERE = Path(__file__).name
@@ -102,12 +103,20 @@ def test_forward_mode_nodes_are_labelled_jvp():
     assert f"[jvp of exp @ {HERE}:" in text
 
 
-def test_gradient_label_compacts_transforms():
-    assert gradient_label(("grad", "pullback of tanh at f.py:3")) == "grad of tanh @ f.py:3"
-    assert gradient_label(("Rop", "pushforward of exp at f.py:2", "pullback of mul at f.py:9")) == "jvp of exp @ f.py:2"
-    assert gradient_label(("grad",)) == "grad"
-    assert gradient_label(()) == ""
-    assert gradient_label(("grad", "pullback of sum", "fused into kernel k3")) == "grad of sum; fused into kernel k3"
+def test_origin_label_compacts_the_derivative_record():
+    """The label names the forward node a gradient node differentiates (the outermost rule), then other notes."""
+    site = Site("/src/f.py", 3, "<module>")
+    pullback = Derivative("grad", "pullback", "tanh", site)
+    assert Origin(site, (), pullback).label() == "grad of tanh @ f.py:3"
+    inner = Derivative("", "pullback", "mul", Site("/src/f.py", 9, "<module>"))
+    assert inner.within(Derivative("Rop", "pushforward", "exp", Site("f.py", 2, "<module>"))).label() == (
+        "jvp of exp @ f.py:2"
+    )
+    assert Origin(site, (), Derivative("grad")).label() == "grad"
+    assert Origin(site, ()).label() == ""
+    fused = Origin(None, ("fused into kernel k3",), Derivative("grad", "pullback", "sum"))
+    assert fused.label() == "grad of sum; fused into kernel k3"
+    assert fused.notes() == "grad; pullback of sum; fused into kernel k3"
 
 
 def test_same_graph_built_twice_prints_the_same():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import linecache
+import re
 import sys
 import traceback
 import types
@@ -200,11 +202,11 @@ def test_a_user_value_named_like_an_nbdiff_function_wins(shell):
 def test_provenance_names_the_pseudo_file_and_cell_lines(shell):
     f = graph(shell, "prov --wrt x", MLP_CELL)
     site = f.variables["x"].provenance.site
-    assert (site.filename, site.lineno, site.code) == ("<graph prov cell>", 1, "x: vector")
+    assert (site.filename, site.lineno, site.code) == ("<graph prov cell>", 2, "x: vector")
     h_site = f.variables["h"].provenance.site
-    assert (h_site.label, h_site.code) == ("<graph prov cell>:3", "h = tanh(W @ x)")
+    assert (h_site.label, h_site.code) == ("<graph prov cell>:4", "h = tanh(W @ x)")
     gradient_site = f.outputs[1].provenance.site
-    assert gradient_site.label == "<graph prov cell>:4"  # built for the cost, on the cost's line
+    assert gradient_site.label == "<graph prov cell>:5"  # built for the cost, on the cost's line
     assert f.outputs[1].provenance.is_gradient
 
 
@@ -213,25 +215,26 @@ def test_dprint_of_the_bound_function_names_cell_lines(shell, capsys):
     printed = capsys.readouterr().out
     listing = nd.graph.printing.dprint_str(f)
     assert printed.strip() == listing.strip()
-    assert "input x" in listing and "@ <graph listing cell>:1" in listing
-    assert "@ <graph listing cell>:3" in listing
-    assert "[grad of tanh @ <graph listing cell>:3]" in listing
+    assert "input x" in listing and "@ <graph listing cell>:2" in listing
+    assert "@ <graph listing cell>:4" in listing
+    assert "[grad of tanh @ <graph listing cell>:4]" in listing
 
 
 def test_shape_error_names_the_cell_line(shell):
     cell = "A: matrix[3, 4]\nv: vector[5]\nu = A @ v\n"
     with pytest.raises(ShapeError) as info:
         shell.run_cell_magic("graph", "bad", cell)
-    assert "at <graph bad cell>:3: u = A @ v" in str(info.value)
+    assert "at <graph bad cell>:4: u = A @ v" in str(info.value)
     frames = traceback.extract_tb(info.value.__traceback__)
-    assert ("<graph bad cell>", 3, "u = A @ v") in [(frame.filename, frame.lineno, frame.line) for frame in frames]
+    assert ("<graph bad cell>", 4, "u = A @ v") in [(frame.filename, frame.lineno, frame.line) for frame in frames]
     assert "bad" not in shell.user_ns
 
 
 def test_run_cell_shows_the_error_and_binds_nothing(shell):
     result = shell.run_cell("%%graph broken\nx: vector[3]\ny = x + 1\nz = reshape(y, (4,))\n")
     assert isinstance(result.error_in_exec, ShapeError)
-    assert "<graph broken cell>:3" in str(result.error_in_exec)
+    assert "at Cell In[" in str(result.error_in_exec)
+    assert ", line 4: z = reshape(y, (4,))" in str(result.error_in_exec)  # the editor's line: %%graph is line 1
     assert "broken" not in shell.user_ns
 
 
@@ -240,7 +243,7 @@ def test_python_errors_in_the_cell_propagate(shell):
         shell.run_cell_magic("graph", "f", "x: vector\ny = x + undefined_name\n")
     with pytest.raises(SyntaxError) as info:
         shell.run_cell_magic("graph", "syntax", "x: vector\ny = (x +\n")
-    assert (info.value.filename, info.value.lineno) == ("<graph syntax cell>", 2)
+    assert (info.value.filename, info.value.lineno) == ("<graph syntax cell>", 3)
 
 
 def test_disconnected_wrt_raises_the_gradient_error(shell):
@@ -255,7 +258,7 @@ def test_an_edited_cell_gets_a_new_pseudo_file(shell):
     assert first.inputs[0].provenance.site.filename == "<graph edited cell>"
     assert again.inputs[0].provenance.site.filename == "<graph edited cell>"
     site = edited.outputs[0].provenance.site
-    assert (site.filename, site.lineno, site.code) == ("<graph edited cell #2>", 3, "y = x * 3")
+    assert (site.filename, site.lineno, site.code) == ("<graph edited cell #2>", 4, "y = x * 3")
     assert first.outputs[0].provenance.site.code == "y = x * 2"
 
 
@@ -285,24 +288,24 @@ USAGE_ERRORS = [
     pytest.param("f", "  \n# nothing\n", "the cell is empty", id="empty"),
     pytest.param("f", "import math\nprint(math.pi)\n", "the cell assigns no name", id="no-assignment"),
     pytest.param("f", "x: vector\ny = x + z_outside\n", "depends on z_outside (float64[?]), which", id="undeclared"),
-    pytest.param("f", "x: int\ny = x\n", "line 1: `x: int`: unknown input type", id="unknown-kind"),
+    pytest.param("f", "x: int\ny = x\n", "line 2: `x: int`: unknown input type", id="unknown-kind"),
     pytest.param(
-        "f", "x: vector\nW: matrix[3]\n", "line 2: `W: matrix[3]`: matrix takes 2 dimension(s), got 1", id="rank"
+        "f", "x: vector\nW: matrix[3]\n", "line 3: `W: matrix[3]`: matrix takes 2 dimension(s), got 1", id="rank"
     ),
-    pytest.param("f", "x: vector[float16]\n", "line 1: `x: vector[float16]`: unknown dtype 'float16'", id="dtype"),
+    pytest.param("f", "x: vector[float16]\n", "line 2: `x: vector[float16]`: unknown dtype 'float16'", id="dtype"),
     pytest.param("f", "x: vector[n]\n", "unknown dtype 'n'", id="name-as-dim"),
     pytest.param("f", "x: vector[-1]\n", "a dimension must be a non-negative int literal or None, got `-1`", id="dim"),
     pytest.param("f", "k: scalar[3]\n", "scalar takes a dtype only", id="scalar-dims"),
     pytest.param("f", "t: tensor[float32]\n", "give tensor its dimensions", id="tensor-rank"),
-    pytest.param("f", "x: vector\nx: matrix\n", "line 2: input 'x' is already declared on line 1", id="twice"),
-    pytest.param("f", "x: vector = 3\n", "line 1: `x: vector = 3`: an input declaration takes no value", id="value"),
-    pytest.param("f", "if True:\n    x: vector\n", "line 2: `x: vector`: declare inputs at the top level", id="nested"),
+    pytest.param("f", "x: vector\nx: matrix\n", "line 3: input 'x' is already declared on line 2", id="twice"),
+    pytest.param("f", "x: vector = 3\n", "line 2: `x: vector = 3`: an input declaration takes no value", id="value"),
+    pytest.param("f", "if True:\n    x: vector\n", "line 3: `x: vector`: declare inputs at the top level", id="nested"),
     pytest.param("f", "a.b: vector\n", "declare an input with a plain name", id="attribute"),
     # sizes no NumPy array can have: refused by the grammar, never allocated
     pytest.param(
         "f",
         "x: tensor99999999999\ny = x\n",
-        f"line 1: `x: tensor99999999999`: too many dimensions: a NumPy array has at most {max_ndim()}",
+        f"line 2: `x: tensor99999999999`: too many dimensions: a NumPy array has at most {max_ndim()}",
         id="huge-rank",
     ),
     pytest.param("f", f"x: tensor{max_ndim() + 1}\n", "too many dimensions", id="rank-over-limit"),
@@ -424,3 +427,85 @@ def test_the_widget_is_displayed_when_available_unless_no_widget(shell, capsys, 
     assert capsys.readouterr().out.strip() == "<graph widget of shown>"
     f = graph(shell, "text --no-widget", "x: vector\ny = sum(x)\n")
     assert capsys.readouterr().out.strip() == nd.graph.printing.dprint_str(f).strip()
+
+
+# -- cells named as IPython names them, lines counted as the editor counts them -----------------------------------
+def test_plain_cells_are_named_as_ipython_names_them(shell):
+    count = shell.execution_count
+    shell.run_cell("import nbdiff as nd\nx = nd.vector('x')\ny = nd.tanh(x)\n")
+    site = shell.user_ns["y"].owner.provenance.site
+    assert site.label == f"In[{count}]:3"
+    assert site.describe() == f"Cell In[{count}], line 3: y = nd.tanh(x)"
+    assert f"@ In[{count}]:3" in nd.graph.printing.dprint_str(shell.user_ns["y"])
+    result = shell.run_cell("nd.vector('v', shape=(3,)) + nd.vector('w', shape=(4,))\n")
+    assert f"at Cell In[{shell.execution_count}], line 1: nd.vector" in str(result.error_in_exec)
+
+
+def test_graph_cells_run_in_a_notebook_cell_are_named_after_it_with_editor_lines(shell):
+    count = shell.execution_count
+    result = shell.run_cell("%%graph named --wrt x\nx: vector\n\ny = sum(tanh(x) ** 2)\n")
+    assert result.success
+    f = shell.user_ns["named"]
+    assert f.variables["x"].provenance.site.label == f"In[{count}]:2"
+    listing = nd.graph.printing.dprint_str(f)
+    assert f"[grad of tanh @ In[{count}]:4]" in listing
+    filename = f.variables["x"].provenance.site.filename
+    assert linecache.getline(filename, 1) == "%%graph named --wrt x\n"  # line 1 is the magic's, as in the editor
+
+
+def test_outside_a_cell_graph_cells_keep_their_pseudo_file_with_editor_lines(shell):
+    f = graph(shell, "pseudo", "x: vector\ny = exp(x)\n")
+    site = f.outputs[0].provenance.site
+    assert (site.label, site.code) == ("<graph pseudo cell>:3", "y = exp(x)")
+    assert linecache.getline(site.filename, 1) == "%%graph pseudo\n"
+
+
+# -- tracebacks show the user's frames ----------------------------------------------------------------------------
+SHAPE_ERROR_CELL = "%%graph wrong\nA: matrix[3, 4]\nv: vector[5]\nu = A @ v\n"
+
+
+def test_an_nbdiff_error_traceback_shows_the_users_frames_only(shell):
+    result = shell.run_cell(SHAPE_ERROR_CELL)
+    error = result.error_in_exec
+    assert isinstance(error, ShapeError)
+    full = traceback.extract_tb(error.__traceback__)
+    assert any("nbdiff" in frame.filename for frame in full)  # the frames are there, only not shown
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error._render_traceback_()))  # without colours
+    assert "u = A @ v" in shown and "line 4" in shown
+    assert "nbdiff/" not in shown and "IPython/" not in shown
+    assert "ShapeError: matmul: shapes (3, 4) and (5,) are not aligned" in shown
+
+
+def test_full_traceback_option_keeps_every_frame(shell):
+    with nd.option_context(full_traceback=True):
+        result = shell.run_cell(SHAPE_ERROR_CELL)
+    assert not hasattr(result.error_in_exec, "_render_traceback_")  # IPython formats the whole traceback
+    result = shell.run_cell(SHAPE_ERROR_CELL)
+    assert hasattr(result.error_in_exec, "_render_traceback_")
+
+
+def test_user_traceback_keeps_the_users_frames_in_order():
+    from nbdiff.tracebacks import user_traceback
+
+    def helper():
+        return nd.vector("a", shape=(2,)) + nd.vector("b", shape=(3,))
+
+    with pytest.raises(ShapeError) as info:
+        helper()
+    kept = traceback.extract_tb(user_traceback(info.value.__traceback__))
+    assert [frame.name for frame in kept] == ["test_user_traceback_keeps_the_users_frames_in_order", "helper"]
+
+
+def test_a_run_time_error_and_its_cause_show_the_users_frames_only(shell):
+    shell.run_cell(
+        "import numpy as np\nimport nbdiff as nd\n"
+        "x = nd.vector('x')\nA = nd.matrix('A')\nrun_time = nd.function([A, x], A @ x)\n"
+    )
+    result = shell.run_cell("run_time(np.ones((2, 3)), np.ones(4))\n")
+    error = result.error_in_exec
+    assert isinstance(error, ShapeError) and isinstance(error.__cause__, ValueError)
+    cause_frames = traceback.extract_tb(error.__cause__.__traceback__)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error._render_traceback_()))
+    assert "run_time(np.ones((2, 3)), np.ones(4))" in shown and "The above exception" in shown
+    assert "nbdiff/" not in shown
+    assert traceback.extract_tb(error.__cause__.__traceback__) == cause_frames  # the cause keeps its frames

@@ -378,3 +378,24 @@ def test_widget_modules_load_no_widget_library_until_used():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_outputs_are_drawn_with_the_names_the_user_gave():
+    from nbdiff.magics.graph_magic import build_function
+
+    f = build_function("w: vector\ncost = sum(tanh(w) ** 2)\n", "named_outputs", {}, wrt=["w"])
+    assert f.output_names == ("cost", "gradient of cost w.r.t. w")
+    view = nd.draw(f)
+    outputs = [box for box in view.scene.boxes if box.kind == "output"]
+    assert [box.label for box in outputs] == ["cost", "gradient of cost w.r.t. w"]
+    assert outputs[1].title.startswith("output 1: gradient of cost w.r.t. w = ")
+    assert ">output 0<" not in view.svg.value and ">gradient of cost w.r.t. w<" in view.svg.value
+    view.rewritten.value = False  # as written
+    assert [box.label for box in view.scene.boxes if box.kind == "output"][0] == "cost"
+
+
+def test_unnamed_outputs_of_a_plain_function_keep_their_position():
+    x = nd.vector("x")
+    y = nd.tanh(x)
+    view = nd.draw(nd.function([x], [y, nd.grad(nd.sum(y), x)], backend="numpy"))
+    assert [box.label for box in view.scene.boxes if box.kind == "output"] == ["output 0", "output 1"]

@@ -190,6 +190,21 @@ def test_subscribe_and_emit_check_their_arguments():
 
 
 # -- the panel ----------------------------------------------------------------------------------------------------
+def test_panel_redraws_when_another_backend_answers():
+    """What answered the last call changing (interpreted calls, then compiled ones) redraws the panel, once."""
+    f = make_function()
+    panel = nd.status_panel(f)
+    seen: list[str] = []
+    f.subscribe_status(seen.append)
+    f.compile_status.answered_by("cpu")  # as a compiled call after interpreted ones reports it
+    assert panel_text(panel.value).startswith("interpreting · backend cpu · function f")
+    f.compile_status.answered_by("cpu")
+    assert seen == ["interpreting"]  # the same backend again: nothing to redraw
+    f.compile_status.answered_by("numpy")
+    assert " · backend numpy · " in panel_text(panel.value) and len(seen) == 2
+    panel.close()
+
+
 def test_panel_without_events_shows_the_interpreter():
     f = make_function()
     assert f.kernels == []

@@ -48,9 +48,9 @@ def test_stepping_through_a_real_functions_history():
     stepper = nd.rewrite_stepper(f)
     assert "nbdiff-stepper" in stepper._dom_classes
     total = len(f.history)
-    assert stepper.slider.max == total - 1
+    assert (stepper.slider.min, stepper.slider.max) == (1, total)  # numbered from 1, as "pass 1 of N" says
     for position, record in enumerate(f.history):
-        assert stepper.index == position and stepper.record is record
+        assert stepper.index == position and stepper.record is record and stepper.slider.value == position + 1
         lines = stepper.text().splitlines()
         assert lines[:3] == expected_summary(record, position, total)
         for firing in record.firings[:MAX_FIRINGS_SHOWN]:
@@ -58,7 +58,7 @@ def test_stepping_through_a_real_functions_history():
             assert f"{firing.identity}" in stepper.text()
         assert html.escape(dprint_str(record.before)) in stepper.before.value
         assert html.escape(dprint_str(record.after)) in stepper.after.value
-        assert f"({record.nodes_before} nodes)" in stepper.before.value
+        assert f"({record.nodes_before} node" in stepper.before.value
         assert stepper.before.value.count('<svg class="nbdiff-graph"') == 1  # drawn as nd.draw draws
         assert stepper.after.value.count('<svg class="nbdiff-graph"') == 1
         if record.name == "fusion" and record.changed:
@@ -124,7 +124,10 @@ def test_slider_selects_a_pass():
     stepper = nd.rewrite_stepper(f)
     last = len(f.history) - 1
     stepper.index = last
-    assert stepper.slider.value == last
+    assert stepper.slider.value == last + 1  # the slider shows the pass's number, from 1
+    stepper.slider.value = 1
+    assert stepper.index == 0 and stepper.text().startswith(f"pass 1 of {last + 1}: ")
+    stepper.index = last
     assert stepper.text().splitlines()[0].startswith(f"pass {last + 1} of {last + 1}: {f.history[last].name}")
     with pytest.raises(IndexError, match="outside"):
         stepper.index = last + 1
@@ -145,3 +148,28 @@ def test_empty_history():
 def test_rewrite_stepper_needs_a_function_or_history():
     with pytest.raises(InputError, match="rewrite_stepper: expected an nd.function or its history, got int"):
         nd.rewrite_stepper(3)
+
+
+@rule(Mul)
+def long_identity(node, facts):
+    """x * 1 -> x, a rule whose identity is written over two lines of its docstring, so that a first line alone
+    would stop mid-sentence.
+
+    Further paragraphs explain, and are not part of the identity."""
+    return drop_times_one.function(node, facts)
+
+
+def test_the_identity_is_the_whole_first_paragraph_and_counts_read_right():
+    x = nd.vector("x")
+    _, history = run_pipeline(Graph([x], [nd.tanh(x) * 1.0]), [rule_pass("long", [long_identity])])
+    (record,) = history
+    assert long_identity.identity == (
+        "x * 1 -> x, a rule whose identity is written over two lines of its docstring, so that a first line alone "
+        "would stop mid-sentence."
+    )
+    stepper = nd.rewrite_stepper(history)
+    assert f"  long_identity x1: {long_identity.identity}" in stepper.text()
+    assert record.nodes_after == 1
+    assert "(1 node)" in stepper.after.value and "(1 nodes)" not in stepper.after.value
+    assert "(2 nodes)" in stepper.before.value
+    assert stepper.slider.value == 1 and stepper.text().startswith("pass 1 of 1")

@@ -8,8 +8,9 @@ backend from freezing the objects alive after Numba's first load out of cyclic g
 ``NBDIFF_COMPILE_TIMEOUT`` is how many seconds (default 600) one compile job may take in the compile worker: a
 stopped or hung worker is then killed and replaced, the job retried once, and then the kernel falls back to the
 interpreter ("timed out after N s"). ``NBDIFF_FULL_TRACEBACK=1`` shows nbdiff's own frames in the tracebacks of
-its errors in IPython (by default they show the user's frames only). This is the only module that reads
-environment variables.
+its errors in IPython (by default they show the user's frames only). ``NBDIFF_MATH=libm`` makes compiled CPU
+kernels call libm's math functions rather than nbdiff's vectorisable ones (``nbdiff.backends.vmath``). This is the
+only module that reads environment variables.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 DEFAULT_COMPILE_TIMEOUT = 600.0  # seconds
+MATH_CHOICES = ("nbdiff", "libm")  # the math option's values (nbdiff.backends.vmath.MATH_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Options:
     # killed and replaced, the job retried once, then the kernel falls back); NBDIFF_COMPILE_TIMEOUT
     full_traceback: bool = False  # an nbdiff error's traceback in IPython keeps nbdiff's and IPython's own frames
     # (NBDIFF_FULL_TRACEBACK=1), for debugging nbdiff; by default it shows the user's frames only
+    math: str = "nbdiff"  # the default of nd.function(math=...): CPU kernels call nbdiff's vectorisable math
+    # (nbdiff.backends.vmath) or "libm" (NBDIFF_MATH)
 
 
 def default_cache_dir() -> str:
@@ -62,7 +66,21 @@ def _from_environment() -> Options:
         freeze_gc=os.environ.get("NBDIFF_FREEZE_GC", "1").lower() not in ("0", "false", "no"),
         compile_timeout=_seconds("NBDIFF_COMPILE_TIMEOUT", DEFAULT_COMPILE_TIMEOUT),
         full_traceback=os.environ.get("NBDIFF_FULL_TRACEBACK", "").lower() in ("1", "true", "yes"),
+        math=_math_choice(),
     )
+
+
+def _math_choice() -> str:
+    """``NBDIFF_MATH`` ("nbdiff" or "libm"); another value is reported and ignored (as in ``_seconds``)."""
+    text = os.environ.get("NBDIFF_MATH", "").strip().lower()
+    if not text:
+        return Options.math
+    if text not in MATH_CHOICES:
+        warnings.warn(
+            f"NBDIFF_MATH={text!r} is not one of {', '.join(MATH_CHOICES)}: using {Options.math}", stacklevel=2
+        )
+        return Options.math
+    return text
 
 
 def _seconds(variable: str, default: float) -> float:
@@ -102,6 +120,8 @@ def option_context(**changes: Any) -> Iterator[Options]:
     timeout = current.compile_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         raise ValueError(f"option_context: compile_timeout must be a positive number of seconds, got {timeout!r}")
+    if current.math not in MATH_CHOICES:
+        raise ValueError(f"option_context: math must be one of {', '.join(MATH_CHOICES)}, got {current.math!r}")
     _local.current = current
     try:
         yield current

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from nbdiff.config import options
+from nbdiff.config import MATH_CHOICES, options
 from nbdiff.errors import BackendError, InputError, node_error
 from nbdiff.graph.basic import Variable, as_variable, packed_variables, unpacked_variables
 from nbdiff.graph.fgraph import Graph, check_function_inputs
@@ -43,8 +43,11 @@ class Function:
         rewrites: bool | Sequence[str] = True,
         fastmath: bool | None = None,
         device_outputs: bool = False,
+        math: str | None = None,
     ):
         current = options()
+        if math is not None and math not in MATH_CHOICES:
+            raise BackendError(f"function: math must be one of {', '.join(map(repr, MATH_CHOICES))}, got {math!r}")
         target = targets.choose(backend, current.compile)
         if device_outputs and target is None:
             detail = f"device_outputs=True needs a target with device memory (a GPU backend), got backend={backend!r}"
@@ -58,6 +61,7 @@ class Function:
         self.name = name
         self.rewrites = rewrites
         self.fastmath = fastmath
+        self.math = math
         self.device_outputs = device_outputs
         self.graph_as_written = Graph(self.inputs, self.outputs)
         self.graph, self.history = run_pipeline(self.graph_as_written, select_passes(rewrites))
@@ -67,7 +71,9 @@ class Function:
         compilation = None
         if target is not None:
             chosen_fastmath = current.fastmath if fastmath is None else fastmath
-            extra = {"device_outputs": True} if device_outputs else {}  # only targets with device memory take it
+            extra: dict[str, Any] = {"device_outputs": True} if device_outputs else {}  # targets with device memory
+            if getattr(target, "chooses_math", False):  # the CPU target; CUDA kernels use libdevice's math
+                extra["math"] = current.math if math is None else math
             compilation = target.start(self.graph, self.kernels, self.compile_status, chosen_fastmath, **extra)
         self.compile_status.started(compilation)
 
@@ -158,7 +164,7 @@ class Function:
         """Pickled as what built it (the graph as written and the options): unpickling builds the function again,
         which starts compiling again or finds its kernels in the disk cache; no thread, lock or runner travels."""
         records, references = packed_variables(self.outputs)
-        options_ = (self.requested_backend, self.name, self.rewrites, self.fastmath, self.device_outputs)
+        options_ = (self.requested_backend, self.name, self.rewrites, self.fastmath, self.device_outputs, self.math)
         return (_unpickled, (self.inputs, records, references, self._single, *options_))
 
     def __repr__(self) -> str:
@@ -271,6 +277,7 @@ def function(
     rewrites: bool | Sequence[str] = True,
     fastmath: bool | None = None,
     device_outputs: bool = False,
+    math: str | None = None,
 ) -> Function:
     """Build a callable for ``outputs`` (a variable, or a list giving a list) as functions of ``inputs``.
 
@@ -283,9 +290,19 @@ def function(
     the default is ``nd.options().fastmath`` (False). ``device_outputs=True`` (a device target: ``backend="cuda"``)
     returns the outputs as device arrays whenever the device answered (``f.backend == "cuda"``); the interpreter's
     answers (while compiling, after a fallback) stay host arrays. Device arrays are accepted as inputs either way.
+    ``math`` chooses what compiled CPU kernels call for exp, log, log1p, expm1, tanh, sin, cos, sigmoid, softplus
+    and erf: "nbdiff" (nbdiff's own vectorisable functions, a few ulp from NumPy; the default is
+    ``nd.options().math``) or "libm" (the C library's scalar functions: loops with them do not vectorise).
     """
     return Function(
-        inputs, outputs, backend=backend, name=name, rewrites=rewrites, fastmath=fastmath, device_outputs=device_outputs
+        inputs,
+        outputs,
+        backend=backend,
+        name=name,
+        rewrites=rewrites,
+        fastmath=fastmath,
+        device_outputs=device_outputs,
+        math=math,
     )
 
 

@@ -35,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nbdiff.backends import vmath
 from nbdiff.errors import BackendError, NbdiffError
 from nbdiff.graph.basic import Op, Variable
 from nbdiff.graph.types import SUPPORTED_DTYPES, TensorType, is_float, is_integer
@@ -65,8 +66,10 @@ def value_name(ref: int, n_inputs: int) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # The scalar body
 # ---------------------------------------------------------------------------------------------------------------
-def scalar_body(op: FusedElemwise) -> list[str]:
-    """One assignment per member instruction, in program order (see the module docstring)."""
+def scalar_body(op: FusedElemwise, math: str = "libm") -> list[str]:
+    """One assignment per member instruction, in program order (see the module docstring). ``math="nbdiff"`` (CPU
+    targets) calls the vectorisable function of ``vmath`` for a member whose op names one (``math_name``) on
+    float32 or float64 values; "libm" (and every other member) uses the op's ``scalar_code``."""
     n = op.n_inputs
     dtypes = op.value_dtypes()
     lines = []
@@ -78,6 +81,9 @@ def scalar_body(op: FusedElemwise) -> list[str]:
             expression = names[0]
         elif kind == "fill":
             expression = typed_literal(member.value, dtype)  # type: ignore[attr-defined]
+        elif kind == "elemwise" and math == "nbdiff" and _vector_math(member, [dtypes[r] for r in args], dtype):
+            call = f"{vmath.function_name(member.math_name, dtype)}({_coerced(names[0], dtypes[args[0]], dtype)})"
+            expression = f"{dtype_constructor(dtype)}({call})"
         elif kind == "elemwise":
             expression = elemwise_expression(member, names, [dtypes[r] for r in args], dtype)
         else:
@@ -86,10 +92,36 @@ def scalar_body(op: FusedElemwise) -> list[str]:
     return lines
 
 
-def module_definitions(ops: Sequence[FusedElemwise]) -> list[str]:
+def _vector_math(member: Op, arg_dtypes: Sequence[str], dtype: str) -> bool:
+    """Whether ``member`` runs as a ``vmath`` function under ``math="nbdiff"``: its op names one for ``dtype``, and
+    it has one argument (an integer one is converted to ``dtype`` first, as NumPy's loop does)."""
+    name = getattr(member, "math_name", None)
+    return name is not None and len(arg_dtypes) == 1 and vmath.supports(name, dtype)
+
+
+def vmath_names(ops: Sequence[FusedElemwise], math: str) -> list[str]:
+    """The ``vmath`` functions the scalar bodies of ``ops`` call under ``math`` (none under "libm")."""
+    if math != "nbdiff":
+        return []
+    dtypes_of = {op: op.value_dtypes() for op in ops}
+    names = []
+    for op in ops:
+        dtypes = dtypes_of[op]
+        for k, (member, args) in enumerate(op.program):
+            dtype = dtypes[op.n_inputs + k]
+            if member_kind(member) == "elemwise" and _vector_math(member, [dtypes[r] for r in args], dtype):
+                name = vmath.function_name(member.math_name, dtype)  # type: ignore[attr-defined]
+                if name not in names:
+                    names.append(name)
+    return names
+
+
+def module_definitions(ops: Sequence[FusedElemwise], math: str = "libm", extra: Sequence[str] = ()) -> list[str]:
     """The module-level lines the members of ``ops`` need (a user-defined op's ``numba.njit`` function, a foreign
-    function's binding: ``module_code()``), each block once, in first-use order. Emitted after the imports, so a
-    kernel module reaches every function its scalar body calls from its own text (the worker imports it from disk)."""
+    function's binding: ``module_code()``; under ``math="nbdiff"`` the ``vmath`` functions they call and the
+    ``extra`` ones, such as ``vmath.ACCUMULATE``), each block once, in first-use order. Emitted after the imports, so
+    a kernel module reaches every function its scalar body calls from its own text (the worker imports it from
+    disk)."""
     blocks: list[tuple[str, ...]] = []
     for op in ops:
         for member, _ in op.program:
@@ -97,7 +129,8 @@ def module_definitions(ops: Sequence[FusedElemwise]) -> list[str]:
             block = tuple(code()) if code is not None else ()
             if block and block not in blocks:
                 blocks.append(block)
-    return [line for block in blocks for line in (*block, "", "")]
+    lines = vmath.definitions(vmath_names(ops, math) + list(extra)) if math == "nbdiff" else []
+    return lines + [line for block in blocks for line in (*block, "", "")]
 
 
 def domain_checks(op: FusedElemwise) -> list[str]:

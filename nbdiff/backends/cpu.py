@@ -83,16 +83,16 @@ inject_fault = FaultHook(
 )
 
 
-def plan_units(function: Any, fastmath: bool, fault: str | None) -> list[Unit]:
+def plan_units(function: Any, fastmath: bool, fault: str | None, math: str = "nbdiff") -> list[Unit]:
     """The modules to build for an ``nd.function`` (its rewritten graph and kernels)."""
-    return graph_units(function.graph, function.kernels, fastmath, fault)
+    return graph_units(function.graph, function.kernels, fastmath, fault, math=math)
 
 
 def graph_units(
-    graph: Graph, kernels: Sequence[Kernel], fastmath: bool, fault: str | None, entry: bool = True
+    graph: Graph, kernels: Sequence[Kernel], fastmath: bool, fault: str | None, entry: bool = True, math: str = "nbdiff"
 ) -> list[Unit]:
-    """The modules to build for ``graph``: one entry point for a function of scalars (where ``entry``), else per
-    kernel."""
+    """The modules to build for ``graph``: one entry point for a function of scalars (where ``entry``: scalar code
+    has no loop to vectorise, so it calls libm whatever ``math``), else per kernel."""
     if entry and scalar_entry_problem(graph) is None and graph.nodes:
         entry = entry_source(graph, fastmath=fastmath)
         source, name = _with_fault(entry.source, entry.name, _module_fault(fault, False), "    return (")
@@ -105,24 +105,24 @@ def graph_units(
         signature = kernel_signature(op, _static_scalars(kernel))
         modules = []
         for parallel in (False, True) if _may_be_large(kernel) else (False,):
-            source = cpu_module_source(op, parallel=parallel, fastmath=fastmath)
-            name = module_name(op, parallel=parallel, fastmath=fastmath)
+            source = cpu_module_source(op, parallel=parallel, fastmath=fastmath, math=math)
+            name = module_name(op, parallel=parallel, fastmath=fastmath, math=math)
             source, name = _with_fault(source, name, _module_fault(fault, parallel), "    for i in")
             modules.append(Module(name, source, "kernel", (signature,)))
         units.append(Unit(kernel.name, modules, kernel=kernel, node=kernel.node))
     units += _op_units(graph, _module_fault(fault, False))
     if entry and units:
-        units += _program_unit(graph, fastmath, fault)
+        units += _program_unit(graph, fastmath, fault, math)
     return units
 
 
-def _program_unit(graph: Graph, fastmath: bool, fault: str | None) -> list[Unit]:
+def _program_unit(graph: Graph, fastmath: bool, fault: str | None, math: str) -> list[Unit]:
     """The whole-plan entry point (``cpu_program``) as an optional unit beside the kernels, where every step has a
     compiled form (matmul needs SciPy, through which Numba calls BLAS); none otherwise."""
     if any(isinstance(node.op, MatMul) for node in graph.nodes) and importlib.util.find_spec("scipy") is None:
         return []
     try:
-        program = program_source(graph, fastmath=fastmath, parallel_threshold=PARALLEL_THRESHOLD)
+        program = program_source(graph, fastmath=fastmath, parallel_threshold=PARALLEL_THRESHOLD, math=math)
     except UnsupportedKernel:
         return []  # a step without a compiled form: the mixed plan runs alone
     kind = {"wrong-program-values": "wrong-values", "program-compile-error": "compile-error"}.get(fault or "")
@@ -426,9 +426,11 @@ class CpuTarget:
     """Numba on the CPU: what the shared compile stages (``compilation.py``) ask of this target."""
 
     name = "cpu"
+    chooses_math = True  # nd.function(math=...) picks vmath or libm for its kernels (the CUDA target uses its own)
 
-    def __init__(self, fastmath: bool = False, fault: str | None = None):
+    def __init__(self, fastmath: bool = False, fault: str | None = None, math: str = "nbdiff"):
         self.fastmath = fastmath
+        self.math = math  # "nbdiff" (vmath's vectorisable functions) or "libm"
         self.fault = fault  # the injected fault (a test hook) in force when the function was made
         self.scan_bodies: list[cpu_scan.ScanBody] = []  # loops whose bodies' kernels this compilation builds
 
@@ -447,20 +449,24 @@ class CpuTarget:
         status: CompileStatus,
         fastmath: bool,
         device_outputs: bool = False,
+        math: str = "nbdiff",
     ) -> Compilation:
         """Begin compiling ``graph``'s kernels in the background, reporting to ``status``."""
         if device_outputs:
             raise BackendError("function: device_outputs=True needs a target with device memory (backend='cuda')")
-        return Compilation(cls(fastmath, inject_fault.current), graph, kernels, status)
+        return Compilation(cls(fastmath, inject_fault.current, math), graph, kernels, status)
 
     def plan_units(self, graph: Graph, kernels: Sequence[Kernel]) -> list[Unit]:
         """The modules to build (``graph_units``), and those of the bodies of loops without a kernel of their own
         (``cpu_scan.scan_bodies``)."""
-        units = graph_units(graph, kernels, self.fastmath, self.fault)
+        units = graph_units(graph, kernels, self.fastmath, self.fault, math=self.math)
         if units and isinstance(units[0].entry, EntryPoint):
             return units
         self.scan_bodies = cpu_scan.scan_bodies(
-            graph, lambda body, body_kernels: graph_units(body, body_kernels, self.fastmath, self.fault, entry=False)
+            graph,
+            lambda body, body_kernels: graph_units(
+                body, body_kernels, self.fastmath, self.fault, entry=False, math=self.math
+            ),
         )
         for body in self.scan_bodies:
             units += [*body.units, body.loop]

@@ -4,9 +4,11 @@ An elementwise op only states its *partials* (the local derivative of the output
 graph variables); the shared pullback multiplies them by the incoming gradient and un-broadcasts, and the shared
 pushforward sums partial times tangent. ``scalar_code`` is a target-neutral Python expression over the scalar
 arguments ``{0}``, ``{1}``, ... that the compiled backends (Numba CPU and CUDA) emit inside their loops, so a new
-elementwise op needs no backend change. An op whose NumPy function raises on some values (integer ``power`` with a
-negative exponent) says when in ``domain_check`` (a scalar condition compiled kernels test) and
-``domain_violation`` (the same on arrays, after NumPy raised), so both backends raise ``DomainError``.
+elementwise op needs no backend change; ``math_name`` names the op's function in ``nbdiff.backends.vmath``, which
+CPU kernels call instead (vectorisable, no libm call) unless ``math="libm"``. An op whose NumPy function raises
+on some values (integer ``power`` with a negative exponent) says when in ``domain_check`` (a scalar condition
+compiled kernels test) and ``domain_violation`` (the same on arrays, after NumPy raised), so both backends raise
+``DomainError``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Elemwise(Op):
     nin: ClassVar[int]
     numpy_fn: ClassVar[Callable[..., np.ndarray]]  # the reference implementation (a ufunc or a function)
     scalar_code: ClassVar[str]  # e.g. "math.tanh({0})"; see the module docstring
+    math_name: ClassVar[str | None] = None  # the op's vectorisable function in CPU kernels (nbdiff.backends.vmath)
     differentiable: ClassVar[bool] = True  # False for comparisons: their gradient is zero (disconnected)
     float_only: ClassVar[bool] = False  # True when integer inputs would be meaningless (e.g. sigmoid keeps them)
 
@@ -282,6 +285,7 @@ class Exp(UnaryElemwise):
     nonnegative = True
     numpy_fn = np.exp
     scalar_code = "math.exp({0})"
+    math_name = "exp"
 
     def partials(self, node, wanted):
         return [_out(node)]
@@ -290,6 +294,7 @@ class Exp(UnaryElemwise):
 class Log(UnaryElemwise):
     numpy_fn = np.log
     scalar_code = "math.log({0})"
+    math_name = "log"
 
     def partials(self, node, wanted):
         (x,) = node.inputs
@@ -299,6 +304,7 @@ class Log(UnaryElemwise):
 class Tanh(UnaryElemwise):
     numpy_fn = np.tanh
     scalar_code = "math.tanh({0})"
+    math_name = "tanh"
 
     def partials(self, node, wanted):
         y = _out(node)
@@ -308,6 +314,7 @@ class Tanh(UnaryElemwise):
 class Sin(UnaryElemwise):
     numpy_fn = np.sin
     scalar_code = "math.sin({0})"
+    math_name = "sin"
 
     def partials(self, node, wanted):
         return [cos(node.inputs[0])]
@@ -316,6 +323,7 @@ class Sin(UnaryElemwise):
 class Cos(UnaryElemwise):
     numpy_fn = np.cos
     scalar_code = "math.cos({0})"
+    math_name = "cos"
 
     def partials(self, node, wanted):
         return [negative(sin(node.inputs[0]))]
@@ -475,6 +483,7 @@ class Log1p(UnaryElemwise):
 
     numpy_fn = np.log1p
     scalar_code = "math.log1p({0})"
+    math_name = "log1p"
 
     def partials(self, node, wanted):
         (x,) = node.inputs
@@ -487,6 +496,7 @@ class Expm1(UnaryElemwise):
 
     numpy_fn = np.expm1
     scalar_code = "math.expm1({0})"
+    math_name = "expm1"
 
     def partials(self, node, wanted):
         y = _out(node)
@@ -560,6 +570,7 @@ class Sigmoid(UnaryElemwise):
     nonnegative = True
     numpy_fn = _sigmoid
     scalar_code = "(1.0 / (1.0 + math.exp(-{0})) if {0} >= 0 else math.exp({0}) / (1.0 + math.exp({0})))"
+    math_name = "sigmoid"
 
     def partials(self, node, wanted):
         y = _out(node)
@@ -572,6 +583,7 @@ class Softplus(UnaryElemwise):
     nonnegative = True
     numpy_fn = _softplus
     scalar_code = "(({0} if {0} > 0 else 0.0) + math.log1p(math.exp(-abs({0}))))"
+    math_name = "softplus"
 
     def partials(self, node, wanted):
         return [sigmoid(node.inputs[0])]
@@ -582,6 +594,7 @@ class Erf(UnaryElemwise):
 
     numpy_fn = erf_numpy
     scalar_code = "math.erf({0})"
+    math_name = "erf"
 
     def partials(self, node, wanted):
         (x,) = node.inputs

@@ -12,7 +12,9 @@ reassociable add.
   like NumPy's pairwise sum does.
 
 This file is read as text by ``nbdiff.backends.vmath`` and copied into the kernel modules that use it (so a module
-compiles with Numba and NumPy alone, as its reproducer does); keep every definition self-contained.
+compiles with Numba and NumPy alone, as its reproducer does); keep every definition self-contained. A typing
+function that refuses its arguments falls through (returns None implicitly): the text ``return None`` is the
+anchor where test hooks inject faults into a whole-plan entry point, so it must not appear here.
 """
 
 from llvmlite import ir
@@ -23,44 +25,39 @@ from numba.extending import intrinsic
 @intrinsic
 def f64_to_bits(typingctx, x):
     """The bits of a float64 as an int64."""
-    if x != types.float64:
-        return None
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(64))
 
-    return types.int64(types.float64), codegen
+    if x == types.float64:
+        return types.int64(types.float64), codegen
 
 
 @intrinsic
 def bits_to_f64(typingctx, x):
     """The float64 whose bits are the int64 ``x``."""
-    if x != types.int64:
-        return None
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
 
-    return types.float64(types.int64), codegen
+    if x == types.int64:
+        return types.float64(types.int64), codegen
 
 
 @intrinsic
 def f32_to_bits(typingctx, x):
     """The bits of a float32 as an int32."""
-    if x != types.float32:
-        return None
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(32))
 
-    return types.int32(types.float32), codegen
+    if x == types.float32:
+        return types.int32(types.float32), codegen
 
 
 @intrinsic
 def bits_to_f32(typingctx, x):
     """The float32 whose bits are the low 32 bits of the integer ``x`` (int32 or int64)."""
-    if x not in (types.int32, types.int64):
-        return None
 
     def codegen(context, builder, signature, args):
         value = args[0]
@@ -68,17 +65,16 @@ def bits_to_f32(typingctx, x):
             value = builder.trunc(value, ir.IntType(32))
         return builder.bitcast(value, ir.FloatType())
 
-    return types.float32(x), codegen
+    if x in (types.int32, types.int64):
+        return types.float32(x), codegen
 
 
 @intrinsic
 def accumulate(typingctx, total, value):
     """``total + value`` as an ``fadd reassoc`` (both of one float type): a sum that LLVM may vectorise."""
-    if total not in (types.float32, types.float64) or value != total:
-        return None
 
     def codegen(context, builder, signature, args):
-        instruction = builder.fadd(args[0], args[1], flags=("reassoc",))
-        return instruction
+        return builder.fadd(args[0], args[1], flags=("reassoc",))
 
-    return total(total, value), codegen
+    if total in (types.float32, types.float64) and value == total:
+        return total(total, value), codegen

@@ -133,10 +133,12 @@ def module_definitions(ops: Sequence[FusedElemwise], math: str = "libm", extra: 
     return lines + [line for block in blocks for line in (*block, "", "")]
 
 
-def domain_checks(op: FusedElemwise) -> list[str]:
+def domain_checks(op: FusedElemwise, math: str = "libm") -> list[str]:
     """The conditions, over the scalar body's names, under which a member's values are outside its domain (NumPy
-    raises on them: ``Elemwise.domain_check``). A kernel tests them per element and raises ``DOMAIN_ERROR`` after
-    its loop, and the runner then lets the interpreter's ``perform`` raise its own error for that step."""
+    raises on them: ``Elemwise.domain_check``), or, under ``math="nbdiff"``, outside the range of its ``vmath``
+    function (``vmath.RANGE_LIMITS``: sin and cos of finite ``|x| > 1.05e8``). A kernel tests them per element and
+    raises ``DOMAIN_ERROR`` after its loop, and the runner then runs the interpreter's ``perform`` for that step,
+    which raises its own error or, for a value out of vmath's range, computes the step with NumPy."""
     n = op.n_inputs
     dtypes = op.value_dtypes()
     checks = []
@@ -145,7 +147,13 @@ def domain_checks(op: FusedElemwise) -> list[str]:
         condition = check([dtypes[r] for r in args], dtypes[n + k]) if check is not None else None
         if condition is not None:
             checks.append("(" + condition.format(*(value_name(r, n) for r in args)) + ")")
-    return checks
+        arg_dtypes = [dtypes[r] for r in args]
+        if math == "nbdiff" and member_kind(member) == "elemwise" and _vector_math(member, arg_dtypes, dtypes[n + k]):
+            limit = vmath.RANGE_LIMITS.get(member.math_name)  # type: ignore[attr-defined]
+            if limit is not None:
+                name = value_name(args[0], n)
+                checks.append(f"((abs({name}) > {limit!r}) & (abs({name}) < math.inf))")
+    return list(dict.fromkeys(checks))  # sin and cos of one value check it once
 
 
 def elemwise_expression(op: Op, names: Sequence[str], arg_dtypes: Sequence[str], dtype: str) -> str:

@@ -244,7 +244,7 @@ def _loop_function(op: FusedElemwise, name: str, flags: str, scalars: Sequence[i
         f"def {name}({', '.join(['n'] + [f'in{r}' for r in read_inputs(op)] + outputs)}):",
     ]
     lines += [f"    acc{j} = {dtype_constructor(dtype)}(0)" for j, dtype in accumulators.items()]
-    checks = domain_checks(op)
+    checks = domain_checks(op, math)
     if checks:
         lines.append("    outside = np.int64(0)")
     lines += [f"    {value_name(r, n)} = in{r}" for r in read_inputs(op) if r in scalars]
@@ -256,7 +256,7 @@ def _loop_function(op: FusedElemwise, name: str, flags: str, scalars: Sequence[i
     for j, (ref, reduction) in enumerate(zip(op.results, op.reductions)):
         if reduction is None:
             lines.append(f"        out{j}[i] = {value_name(ref, n)}")
-        elif accumulates(op, False, math):
+        elif accumulates(op, False, math, dtypes[j]):
             lines.append(
                 f"        acc{j} = {ACCUMULATE}(acc{j}, {dtype_constructor(accumulators[j])}({value_name(ref, n)}))"
             )

@@ -79,9 +79,14 @@ def cpu_module_source(op: FusedElemwise, *, parallel: bool, fastmath: bool, math
     return "\n".join(_header(op, parallel, fastmath, math) + _kernel_lines(op, parallel, fastmath, math)) + "\n"
 
 
-def accumulates(op: FusedElemwise, parallel: bool, math: str) -> bool:
-    """Whether the kernel's trailing sums add with ``vmath.ACCUMULATE`` (serial loops under ``math="nbdiff"``)."""
-    return math == "nbdiff" and not parallel and any(r is not None for r in op.reductions)
+def accumulates(op: FusedElemwise, parallel: bool, math: str, dtype: str | None = None) -> bool:
+    """Whether the kernel's float sums (the one of output ``dtype``, or any) add with ``vmath.ACCUMULATE``: in
+    serial loops under ``math="nbdiff"`` (integer sums vectorise as they are: their adds are associative)."""
+    if math != "nbdiff" or parallel:
+        return False
+    dtypes = output_dtypes(op)
+    floats = [d for d, r in zip(dtypes, op.reductions) if r is not None and d.startswith("float")]
+    return bool(floats) if dtype is None else dtype in floats
 
 
 def _header(op: FusedElemwise, parallel: bool, fastmath: bool, math: str) -> list[str]:
@@ -133,7 +138,7 @@ def _kernel_lines(op: FusedElemwise, parallel: bool, fastmath: bool, math: str) 
         f"def kernel({', '.join(['n'] + inputs + outputs)}):",
     ]
     lines += [f"    acc{j} = {dtype_constructor(accumulator)}(0)" for j, (_, accumulator) in sums.items()]
-    checks = domain_checks(op)
+    checks = domain_checks(op, math)
     if checks:
         lines.append("    outside = np.int64(0)")
     lines.append(f"    for i in {loop}(n):")
@@ -145,16 +150,17 @@ def _kernel_lines(op: FusedElemwise, parallel: bool, fastmath: bool, math: str) 
         if reduction is None:
             lines.append(f"        out{j}[i] = {value_name(ref, n)}")
         else:
-            lines.append(_accumulation(j, f"{dtype_constructor(sums[j][1])}({value_name(ref, n)})", op, parallel, math))
+            value = f"{dtype_constructor(sums[j][1])}({value_name(ref, n)})"
+            lines.append(_accumulation(j, value, accumulates(op, parallel, math, dtypes[j])))
     lines += [f"    sum{j}[0] = {dtype_constructor(dtype)}(acc{j})" for j, (dtype, _) in sums.items()]
     if checks:
         lines += ["    if outside:", f"        raise ValueError({DOMAIN_ERROR!r})"]
     return lines
 
 
-def _accumulation(j: int, value: str, op: FusedElemwise, parallel: bool, math: str) -> str:
-    """The loop line adding ``value`` to sum ``j``: reassociable (``accumulate``) where ``accumulates`` says so."""
-    if accumulates(op, parallel, math):
+def _accumulation(j: int, value: str, reassociable: bool) -> str:
+    """The loop line adding ``value`` to sum ``j``: with ``accumulate`` where ``reassociable``."""
+    if reassociable:
         return f"        acc{j} = {ACCUMULATE}(acc{j}, {value})"
     return f"        acc{j} += {value}"
 

@@ -28,7 +28,8 @@ import numpy as np
 
 MATH_FUNCTIONS = ("exp", "log", "log1p", "expm1", "tanh", "sin", "cos", "sigmoid", "softplus", "erf")
 DTYPE_SUFFIX = {"float64": "f64", "float32": "f32"}
-SIN_COS_LIMIT = 1.05e8  # |x| up to which sin and cos reduce by pi/2 exactly (|q| < 2**26)
+SIN_COS_LIMIT = 1.05e8  # |x| up to which sin and cos reduce by pi/2 exactly (|q| < 2**26); beyond: NaN
+RANGE_LIMITS = {"sin": SIN_COS_LIMIT, "cos": SIN_COS_LIMIT}  # finite |x| beyond: kernels leave the step to NumPy
 ACCUMULATE = "accumulate"  # the reassociable add of a trailing sum (``bits.accumulate``)
 IMPORT_LINES = ("from llvmlite import ir", "from numba import types", "from numba.extending import intrinsic")
 SOURCE_MODULES = ("nbdiff.backends.bits", "nbdiff.backends.vmath_source")
@@ -130,7 +131,7 @@ def erf_source(dtype: str) -> str:
         return repr(float(value)) if dtype == "float64" else f"np.float32({float(value)!r})"
 
     lines = [
-        '@numba.njit(fastmath={"contract"}, error_model="numpy")',
+        '@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")',
         f"def vm_erf_{suffix}(x):",
         f'    """erf(x), {dtype}: nbdiff.ops.special\'s Chebyshev pieces, evaluated branch-free."""',
         "    a = abs(x)",

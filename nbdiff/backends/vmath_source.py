@@ -17,8 +17,9 @@ vectorises a kernel's loop around them. Algorithms (written here, in the style o
 - ``sigmoid``: ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|x|)``, by the sign of ``x``.
 - ``softplus``: ``max(x, 0) + log1p(exp(-|x|))``.
 - ``sin``, ``cos``: ``x = q pi/2 + r`` in float64 with pi/2 in four pieces (three of 27 bits, so ``q * piece`` is
-  exact for ``|q| < 2**26``, i.e. ``|x|`` up to about 1.05e8: the documented range; beyond it the reduction loses
-  accuracy), Taylor polynomials of sin and cos on ``|r| <= pi/4``, chosen and signed by ``q mod 4``. The float32
+  exact for ``|q| < 2**26``, i.e. ``|x|`` up to 1.05e8: the documented range; beyond it they return NaN rather
+  than a wrong number, so the agreement check sends such a function to the interpreter; ``math="libm"`` computes
+  them), Taylor polynomials of sin and cos on ``|r| <= pi/4``, chosen and signed by ``q mod 4``. The float32
   versions reduce in float64 too (exact for float32 inputs in that range) and evaluate float32 polynomials.
 - ``erf`` is generated from the Chebyshev pieces of ``nbdiff.ops.special`` (``vmath.erf_source``).
 
@@ -46,14 +47,14 @@ from nbdiff.backends.bits import bits_to_f32, bits_to_f64, f32_to_bits, f64_to_b
 # ---------------------------------------------------------------------------------------------------------------
 # Powers of two and rounding to an integer, from bits
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_round_f64(y):
     """``(q, qi)``: ``y`` rounded to the nearest integer as a float64 and as an int64 (``|y| < 2**51``)."""
     shifted = y + 6755399441055744.0  # 1.5 * 2**52: the integer lands in the low bits of the mantissa
     return shifted - 6755399441055744.0, f64_to_bits(shifted) - 0x4338000000000000
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_scale_f64(p, n):
     """``p * 2**n`` for an int64 ``|n| <= 2000``, in two exact power-of-two factors (overflow and underflow as IEEE
     rounding of the exact product gives them)."""
@@ -63,14 +64,14 @@ def vm_scale_f64(p, n):
     return p * first * second
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_round_f32(y):
     """``(q, qi)``: ``y`` rounded to the nearest integer as a float32 and as an int32 (``|y| < 2**22``)."""
     shifted = y + np.float32(12582912.0)  # 1.5 * 2**23
     return shifted - np.float32(12582912.0), f32_to_bits(shifted) - np.int32(0x4B400000)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_scale_f32(p, n):
     """``p * 2**n`` for an integer ``|n| <= 250``, in two exact power-of-two factors."""
     half = n >> 1
@@ -82,7 +83,7 @@ def vm_scale_f32(p, n):
 # ---------------------------------------------------------------------------------------------------------------
 # exp, expm1
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_exp_reduce_f64(x):
     """``(r, qi)`` with ``x = qi ln2 + r``, ``|r| <= ln2/2`` (``x`` within the clamps of the callers)."""
     q, qi = vm_round_f64(x * 1.4426950408889634)
@@ -91,7 +92,7 @@ def vm_exp_reduce_f64(x):
     return r, qi
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_expm1_poly_f64(r):
     """``expm1(r)`` for ``|r| <= ln2/2``: Taylor to degree 13."""
     p = 1.0 / 6227020800.0
@@ -109,7 +110,7 @@ def vm_expm1_poly_f64(r):
     return r + (r * r) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_exp_f64(x):
     """exp(x), float64."""
     c = 720.0 if x > 720.0 else x  # NaN stays NaN through the clamps
@@ -118,7 +119,7 @@ def vm_exp_f64(x):
     return vm_scale_f64(1.0 + vm_expm1_poly_f64(r), qi)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_expm1_f64(x):
     """expm1(x), float64."""
     c = 720.0 if x > 720.0 else x
@@ -133,7 +134,7 @@ def vm_expm1_f64(x):
     return x if x == 0.0 else result
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_exp_reduce_f32(x):
     """``(r, qi)`` with ``x = qi ln2 + r``, ``|r| <= ln2/2``, in float32."""
     q, qi = vm_round_f32(x * np.float32(1.4426950408889634))
@@ -142,7 +143,7 @@ def vm_exp_reduce_f32(x):
     return r, qi
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_expm1_poly_f32(r):
     """``expm1(r)`` for ``|r| <= ln2/2``: Taylor to degree 7, float32."""
     p = np.float32(1.0 / 5040.0)
@@ -154,7 +155,7 @@ def vm_expm1_poly_f32(r):
     return r + (r * r) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_exp_f32(x):
     """exp(x), float32."""
     c = np.float32(89.0) if x > np.float32(89.0) else x
@@ -163,7 +164,7 @@ def vm_exp_f32(x):
     return vm_scale_f32(np.float32(1.0) + vm_expm1_poly_f32(r), qi)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_expm1_f32(x):
     """expm1(x), float32."""
     c = np.float32(89.0) if x > np.float32(89.0) else x
@@ -181,7 +182,7 @@ def vm_expm1_f32(x):
 # ---------------------------------------------------------------------------------------------------------------
 # log, log1p
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_log_f64(x):
     """log(x), float64."""
     tiny = x < 2.2250738585072014e-308  # subnormals (and zero, negatives: replaced below) are scaled by 2**54
@@ -208,7 +209,7 @@ def vm_log_f64(x):
     return x if not x < math.inf else result  # +inf and NaN
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_log1p_f64(x):
     """log1p(x), float64."""
     u = 1.0 + x
@@ -218,7 +219,7 @@ def vm_log1p_f64(x):
     return x if x == 0.0 else result
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_log_f32(x):
     """log(x), float32."""
     tiny = x < np.float32(1.1754943508222875e-38)
@@ -242,7 +243,7 @@ def vm_log_f32(x):
     return x if not x < np.float32(math.inf) else result
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_log1p_f32(x):
     """log1p(x), float32."""
     u = np.float32(1.0) + x
@@ -255,7 +256,7 @@ def vm_log1p_f32(x):
 # ---------------------------------------------------------------------------------------------------------------
 # tanh, sigmoid, softplus
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_tanh_f64(x):
     """tanh(x), float64."""
     a = abs(x)
@@ -264,7 +265,7 @@ def vm_tanh_f64(x):
     return math.copysign(t / (t + 2.0), x)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_tanh_f32(x):
     """tanh(x), float32."""
     a = abs(x)
@@ -273,7 +274,7 @@ def vm_tanh_f32(x):
     return math.copysign(t / (t + np.float32(2.0)), x)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_sigmoid_f64(x):
     """1 / (1 + exp(-x)), float64."""
     e = vm_exp_f64(-abs(x))
@@ -281,7 +282,7 @@ def vm_sigmoid_f64(x):
     return r if x >= 0.0 else e * r
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_sigmoid_f32(x):
     """1 / (1 + exp(-x)), float32."""
     e = vm_exp_f32(-abs(x))
@@ -289,13 +290,13 @@ def vm_sigmoid_f32(x):
     return r if x >= np.float32(0.0) else e * r
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_softplus_f64(x):
     """log(1 + exp(x)), float64."""
     return (x if x > 0.0 else 0.0) + vm_log1p_f64(vm_exp_f64(-abs(x)))
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_softplus_f32(x):
     """log(1 + exp(x)), float32."""
     return (x if x > np.float32(0.0) else np.float32(0.0)) + vm_log1p_f32(vm_exp_f32(-abs(x)))
@@ -304,7 +305,7 @@ def vm_softplus_f32(x):
 # ---------------------------------------------------------------------------------------------------------------
 # sin, cos
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_reduce_pio2(x):
     """``(r, qi)`` with ``x = qi pi/2 + r``, ``|r| <= pi/4`` (float64; exact reduction for ``|x| <= 1.05e8``)."""
     q, qi = vm_round_f64(x * 0.6366197723675814)
@@ -315,7 +316,7 @@ def vm_reduce_pio2(x):
     return r, qi
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_sin_poly_f64(r):
     """sin(r) for ``|r| <= pi/4``: Taylor to degree 17."""
     z = r * r
@@ -330,7 +331,7 @@ def vm_sin_poly_f64(r):
     return r + (r * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_cos_poly_f64(r):
     """cos(r) for ``|r| <= pi/4``: Taylor to degree 18."""
     z = r * r
@@ -345,7 +346,7 @@ def vm_cos_poly_f64(r):
     return (1.0 - 0.5 * z) + (z * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_sin_f64(x):
     """sin(x), float64 (accurate for ``|x| <= 1.05e8``)."""
     r, qi = vm_reduce_pio2(x)
@@ -353,20 +354,22 @@ def vm_sin_f64(x):
     c = vm_cos_poly_f64(r)
     v = c if qi & 1 else s
     v = -v if qi & 2 else v
+    v = math.nan if abs(x) > 1.05e8 else v  # beyond the exact reduction: NaN, never a wrong number
     return x if x == 0.0 else v
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_cos_f64(x):
     """cos(x), float64 (accurate for ``|x| <= 1.05e8``)."""
     r, qi = vm_reduce_pio2(x)
     s = vm_sin_poly_f64(r)
     c = vm_cos_poly_f64(r)
     v = s if qi & 1 else c
-    return -v if (qi + 1) & 2 else v
+    v = -v if (qi + 1) & 2 else v
+    return math.nan if abs(x) > 1.05e8 else v  # beyond the exact reduction: NaN, never a wrong number
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_sin_poly_f32(r):
     """sin(r) for ``|r| <= pi/4``: Taylor to degree 9, float32."""
     z = r * r
@@ -377,7 +380,7 @@ def vm_sin_poly_f32(r):
     return r + (r * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_cos_poly_f32(r):
     """cos(r) for ``|r| <= pi/4``: Taylor to degree 10, float32."""
     z = r * r
@@ -388,7 +391,7 @@ def vm_cos_poly_f32(r):
     return (np.float32(1.0) - np.float32(0.5) * z) + (z * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_sin_f32(x):
     """sin(x), float32 (reduced in float64; accurate for ``|x| <= 1.05e8``)."""
     rd, qi = vm_reduce_pio2(np.float64(x))
@@ -397,10 +400,11 @@ def vm_sin_f32(x):
     c = vm_cos_poly_f32(r)
     v = c if qi & 1 else s
     v = -v if qi & 2 else v
+    v = np.float32(math.nan) if abs(x) > np.float32(1.05e8) else v
     return x if x == np.float32(0.0) else v
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy")
+@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
 def vm_cos_f32(x):
     """cos(x), float32 (reduced in float64; accurate for ``|x| <= 1.05e8``)."""
     rd, qi = vm_reduce_pio2(np.float64(x))
@@ -408,4 +412,5 @@ def vm_cos_f32(x):
     s = vm_sin_poly_f32(r)
     c = vm_cos_poly_f32(r)
     v = s if qi & 1 else c
-    return -v if (qi + 1) & 2 else v
+    v = -v if (qi + 1) & 2 else v
+    return np.float32(math.nan) if abs(x) > np.float32(1.05e8) else v

@@ -5,14 +5,19 @@ Workloads (each contestant's values are checked before it is timed; medians of r
 workload's reference from the same run) and acceptance points, printed as PASS/FAIL verdicts:
   W1     value + gradient of sum(tanh(x)*exp(-x^2) + log1p(x^2)*sin(3x)), n = 1e3, 1e5, 1e7.
          Reference: a hand-fused Numba kernel (parallel=True, prange, one loop for the value-sum and the gradient).
-         Acceptance: nbdiff compiled at n = 1e7 within 1.1x of it.
+         Acceptance: nbdiff compiled at n = 1e7 within 1.1x of it; and (issue 14) at most 1.0x torch.compile's
+         time and at most 0.6x the hand-fused kernel's (its loop calls libm; nbdiff's calls its vectorised math).
+  W1F32  W1 in float32 (inputs, every step and the outputs; sums accumulate as each library does), n = 1e5, 1e7.
+         Reference: the hand-fused Numba kernel in float32 (libm's float32 functions). Acceptance (issue 14, item 1,
+         as for W1 at 1e7): nbdiff compiled at most 1.0x torch.compile's time and at most 0.6x the hand-fused kernel.
   W2     float32 MLP step 256x784 -> 256 relu -> 10, softmax cross-entropy, gradients of all four parameters (the
          step of bench_interpreter.py). Reference: NumPy by hand. Acceptance: nbdiff compiled within 1.15x.
   W3     per-call overhead on scalars: a*b + sin(a) and its gradient w.r.t. a and b, called with Python floats.
          Reference: the same value and gradient computed by NumPy calls (np.sin, np.cos on Python floats); one
          np.sin call is printed for scale. Acceptance: within 6x of the reference and under 3 us.
   W4     Hessian-vector product of W1 at n = 1e5 (nd.Rop(nd.grad(y, x), x, v)). Reference: a hand-fused Numba HVP
-         kernel (second derivative derived by hand, checked against nbdiff). Acceptance: within 1.3x of it.
+         kernel (second derivative derived by hand, checked against nbdiff). Acceptance: within 1.3x of it, and
+         (issue 14) at most torch.compile's time (torch.compile of torch.func.jvp(torch.func.grad(f))).
   W5     fresh processes, W1 at n = 1e5: time from process start to the first answer and to an answer from compiled
          code, cold cache (a fresh NBDIFF_CACHE_DIR) and warm (the same folder again), against a process that
          imports NumPy and computes W1 by hand. Acceptance: first answer within 4x of the NumPy process; compiled
@@ -62,7 +67,8 @@ from common import format_seconds, interleaved_many, machine_info, repeated
 
 import nbdiff as nd
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "STALL")
+WORKLOADS = ("W1", "W1F32", "W2", "W3", "W4", "W5", "STALL")
+W1F32_SIZES = (100_000, 10_000_000)
 W1_SIZES = (1_000, 100_000, 10_000_000)
 HVP_SIZE = 100_000
 FRESH_SIZE = 100_000
@@ -274,6 +280,7 @@ W1_KERNELS = {
     "Numba hand-fused, serial": numba.njit(_w1_kernel),  # prange is range without parallel=True
 }
 W1_REFERENCE = "Numba hand-fused, parallel"
+TORCH_COMPILE = "PyTorch torch.compile"
 
 
 def numba_w1(kernel: Any, x: np.ndarray) -> Call:
@@ -357,7 +364,7 @@ def w1_setups(n: int, xv: np.ndarray, prepared: dict[str, Any], compile_seconds:
         setups[f"PyTensor {name} (mode={mode})"] = lambda mode=mode: pytensor_call(pt_w1, mode, xv)
     setups["JAX jit"] = jax_setup
     setups["PyTorch eager"] = lambda: torch_value_grad(torch_w1_forward(), xv)
-    setups["PyTorch torch.compile"] = torch_compile_setup
+    setups[TORCH_COMPILE] = torch_compile_setup
     return setups
 
 
@@ -405,16 +412,115 @@ def bench_w1(repeats: int) -> dict[str, Any]:
             "  torch.compile's first call (its compile or a load from its cache; not timed): "
             + ", ".join(f"{size} {seconds:.1f} s" for size, seconds in compile_seconds.items())
         )
+    largest = columns[f"n={W1_SIZES[-1]:.0e}"]
     verdicts = [
         ratio_verdict(
             "W1 n=1e7: nbdiff compiled within 1.1x of the hand-fused parallel Numba kernel",
-            columns[f"n={W1_SIZES[-1]:.0e}"],
+            largest,
             "nbdiff compiled",
             W1_REFERENCE,
             1.1,
-        )
+        ),
+        *vector_math_verdicts("W1 n=1e7", largest, W1_REFERENCE),
     ]
     return {"sizes": columns, "torch_compile_first_call_s": compile_seconds, "verdicts": verdicts}
+
+
+def vector_math_verdicts(name: str, rows: dict, reference: str) -> list[dict[str, Any]]:
+    """Issue 14's W1 targets: nbdiff compiled at most 1.0x torch.compile and at most 0.6x the hand-fused kernel."""
+    return [
+        ratio_verdict(
+            f"{name}: nbdiff compiled at most torch.compile's time", rows, "nbdiff compiled", TORCH_COMPILE, 1.0
+        ),
+        ratio_verdict(
+            f"{name}: nbdiff compiled at most 0.6x the hand-fused libm kernel", rows, "nbdiff compiled", reference, 0.6
+        ),
+    ]
+
+
+# -- W1 in float32 ----------------------------------------------------------------------------------------------------
+def _w1_kernel_f32(x, grad):  # W1 with float32 literals, so every step stays float32 (libm's float32 functions)
+    total = 0.0  # the sum accumulates in float64, as nbdiff's float32 sums do
+    one, two, three = np.float32(1.0), np.float32(2.0), np.float32(3.0)
+    for i in numba.prange(x.shape[0]):
+        xi = x[i]
+        x2 = xi * xi
+        e = math.exp(-x2)
+        t = math.tanh(xi)
+        s = math.sin(three * xi)
+        log_term = math.log1p(x2)
+        total += t * e + log_term * s
+        grad[i] = (
+            (one - t * t) * e - two * xi * t * e + two * xi / (one + x2) * s + three * log_term * math.cos(three * xi)
+        )
+    return total
+
+
+W1F32_KERNELS = {
+    "Numba hand-fused, parallel": numba.njit(parallel=True)(_w1_kernel_f32),
+    "Numba hand-fused, serial": numba.njit(_w1_kernel_f32),
+}
+
+
+def bench_w1f32(repeats: int) -> dict[str, Any]:
+    x = nd.vector("x", dtype="float32")
+    y = w1_graph(x)
+    outputs = [y, nd.grad(y, x)]
+    warm_x = np.random.default_rng(9).uniform(-2, 2, 1_000).astype(np.float32)
+    try:
+        f: Any = compiled_nbdiff([x], outputs, (warm_x,))
+    except Unavailable as why:
+        f = why
+    columns: dict[str, dict[str, dict[str, Any]]] = {}
+    for n in W1F32_SIZES:
+        xv = np.random.default_rng(0).uniform(-2, 2, n).astype(np.float32)
+        ref_value, ref_grad = w1_numpy(xv.astype(np.float64))
+        scale = float(np.sum(np.abs(np.tanh(xv) * np.exp(-(xv**2)))) + np.sum(np.abs(np.log1p(xv**2))))
+
+        def check(label: str, got: Any, n=n, ref_value=ref_value, ref_grad=ref_grad, scale=scale) -> None:
+            value, grad = got
+            if abs(float(value) - ref_value) > 1e-4 * scale:
+                raise WrongValues(f"W1F32 n={n}: {label}: value {float(value)!r}, expected {ref_value!r}")
+            grad = np.asarray(grad)
+            if grad.dtype != np.float32:
+                raise WrongValues(f"W1F32 n={n}: {label}: gradient is {grad.dtype}, not float32")
+            check_close(f"W1F32 n={n}: {label} gradient", [grad], [ref_grad], rtol=1e-4, atol=1e-4)
+
+        def nbdiff_setup(xv=xv) -> Call:
+            if isinstance(f, Unavailable):
+                raise f
+            answering_compiled(f, (xv,))
+            return lambda: f(xv)
+
+        def jax_setup(xv=xv) -> Call:
+            jax = need("jax")
+            step = once("jax W1F32", lambda: jax.jit(jax.value_and_grad(jax_w1_forward())))
+            xj = jax.device_put(xv)
+            return lambda: jax.block_until_ready(step(xj))
+
+        def torch_compile_setup(xv=xv) -> Call:
+            torch = need("torch")
+            compiled = once("torch.compile W1F32", lambda: torch.compile(torch_w1_forward(), dynamic=True))
+            return torch_value_grad(compiled, xv)
+
+        setups: dict[str, Callable[[], Call]] = {
+            label: (lambda kernel=kernel, xv=xv: numba_w1(kernel, xv)) for label, kernel in W1F32_KERNELS.items()
+        }
+        setups["NumPy by hand"] = lambda xv=xv: lambda: w1_numpy(xv)
+        setups["nbdiff compiled"] = nbdiff_setup
+        setups["JAX jit"] = jax_setup
+        setups["PyTorch eager"] = lambda xv=xv: torch_value_grad(torch_w1_forward(), xv)
+        setups[TORCH_COMPILE] = torch_compile_setup
+        rows = measure(setups, check, repeats)
+        add_ratios(rows, W1_REFERENCE)
+        columns[f"n={n:.0e}"] = rows
+        if not isinstance(f, Unavailable):
+            f(xv)
+            if f.backend != "cpu":
+                rows["nbdiff compiled"]["note"] = f"the backend changed to {f.backend} during timing ({f.status})"
+    print_table("W1F32  W1 in float32, median per call", columns, W1_REFERENCE)
+    verdicts = vector_math_verdicts("W1F32 n=1e7", columns[f"n={W1F32_SIZES[-1]:.0e}"], W1_REFERENCE)
+    return {"sizes": columns, "verdicts": verdicts}
 
 
 # -- W2 -------------------------------------------------------------------------------------------------------------
@@ -610,6 +716,7 @@ HVP_KERNELS = {
     "Numba hand-fused HVP, serial": numba.njit(_hvp_kernel),
 }
 W4_REFERENCE = "Numba hand-fused HVP, parallel"
+W4_TORCH_COMPILE = "PyTorch torch.compile func.jvp(func.grad)"
 
 
 def numba_hvp(kernel: Any, x: np.ndarray, v: np.ndarray) -> Call:
@@ -650,6 +757,13 @@ def bench_w4(repeats: int) -> dict[str, Any]:
         xt, vt = torch.from_numpy(xv), torch.from_numpy(vv)
         return lambda: torch.func.jvp(torch.func.grad(forward), (xt,), (vt,))[1]
 
+    def torch_compile_setup() -> Call:
+        torch = need("torch")
+        forward = torch_w1_forward()
+        step = torch.compile(lambda p, q: torch.func.jvp(torch.func.grad(forward), (p,), (q,))[1], dynamic=True)
+        xt, vt = torch.from_numpy(xv), torch.from_numpy(vv)
+        return lambda: step(xt, vt)
+
     setups: dict[str, Callable[[], Call]] = {
         label: (lambda kernel=kernel: numba_hvp(kernel, xv, vv)) for label, kernel in HVP_KERNELS.items()
     }
@@ -662,6 +776,7 @@ def bench_w4(repeats: int) -> dict[str, Any]:
         )
     setups["JAX jit jvp(grad)"] = jax_setup
     setups["PyTorch eager func.jvp(func.grad)"] = torch_setup
+    setups[W4_TORCH_COMPILE] = torch_compile_setup
     rows = measure(setups, check, repeats)
     add_ratios(rows, W4_REFERENCE)
     print_table(
@@ -674,7 +789,10 @@ def bench_w4(repeats: int) -> dict[str, Any]:
             "nbdiff compiled",
             W4_REFERENCE,
             1.3,
-        )
+        ),
+        ratio_verdict(
+            "W4: nbdiff compiled at most torch.compile's time", rows, "nbdiff compiled", W4_TORCH_COMPILE, 1.0
+        ),
     ]
     return {"rows": rows, "reference": W4_REFERENCE, "verdicts": verdicts}
 
@@ -1250,6 +1368,7 @@ def main() -> None:
     }
     benches: dict[str, Callable[[], dict[str, Any]]] = {
         "W1": lambda: bench_w1(repeats),
+        "W1F32": lambda: bench_w1f32(repeats),
         "W2": lambda: bench_w2(repeats),
         "W3": lambda: bench_w3(repeats),
         "W4": lambda: bench_w4(repeats),

@@ -6,6 +6,9 @@ reassociable add.
   and builds powers of two with them instead of calling libm's ``frexp``/``ldexp``, which would stop LLVM from
   vectorising a loop. ``bits_to_f32`` also takes an int64 (Numba computes on int32 values in int64) and keeps its
   low 32 bits.
+- ``muladd(a, b, c)`` is ``a * b + c`` as LLVM's ``llvm.fmuladd``: one fused multiply-add (one rounding) where the
+  CPU has FMA instructions, a multiply and an add elsewhere; whatever fast-math flags the caller compiles with.
+  The polynomials of ``vmath`` use it (``contract`` would only reach them in callers compiled with that flag).
 - ``accumulate(total, value)`` is ``total + value`` as an ``fadd`` with the ``reassoc`` flag only: a loop summing
   with it may keep several partial sums (a vector of them), so a kernel's trailing sum vectorises, while every other
   operation of the kernel keeps IEEE semantics. The sum's value then differs from a sequential sum by rounding,
@@ -67,6 +70,22 @@ def bits_to_f32(typingctx, x):
 
     if x in (types.int32, types.int64):
         return types.float32(x), codegen
+
+
+@intrinsic
+def muladd(typingctx, a, b, c):
+    """``a * b + c`` (all of one float type), fused where the CPU has FMA instructions (``llvm.fmuladd``)."""
+
+    def codegen(context, builder, signature, args):
+        kind = args[0].type
+        name = "llvm.fmuladd.f64" if isinstance(kind, ir.DoubleType) else "llvm.fmuladd.f32"
+        function = builder.module.globals.get(name)
+        if function is None:
+            function = ir.Function(builder.module, ir.FunctionType(kind, [kind, kind, kind]), name)
+        return builder.call(function, args)
+
+    if a in (types.float32, types.float64) and b == a and c == a:
+        return a(a, a, a), codegen
 
 
 @intrinsic

@@ -116,10 +116,13 @@ def vmath_names(ops: Sequence[FusedElemwise], math: str) -> list[str]:
     return names
 
 
-def module_definitions(ops: Sequence[FusedElemwise], math: str = "libm", extra: Sequence[str] = ()) -> list[str]:
+def module_definitions(
+    ops: Sequence[FusedElemwise], math: str = "libm", extra: Sequence[str] = (), fastmath: bool = False
+) -> list[str]:
     """The module-level lines the members of ``ops`` need (a user-defined op's ``numba.njit`` function, a foreign
     function's binding: ``module_code()``; under ``math="nbdiff"`` the ``vmath`` functions they call and the
-    ``extra`` ones, such as ``vmath.ACCUMULATE``), each block once, in first-use order. Emitted after the imports, so
+    ``extra`` ones, such as ``vmath.ACCUMULATE``; for a kernel compiled with ``fastmath`` flags, not inlined into
+    it: ``vmath.definitions``), each block once, in first-use order. Emitted after the imports, so
     a kernel module reaches every function its scalar body calls from its own text (the worker imports it from
     disk)."""
     blocks: list[tuple[str, ...]] = []
@@ -129,7 +132,7 @@ def module_definitions(ops: Sequence[FusedElemwise], math: str = "libm", extra: 
             block = tuple(code()) if code is not None else ()
             if block and block not in blocks:
                 blocks.append(block)
-    lines = vmath.definitions(vmath_names(ops, math) + list(extra)) if math == "nbdiff" else []
+    lines = vmath.definitions(vmath_names(ops, math) + list(extra), inline=not fastmath) if math == "nbdiff" else []
     return lines + [line for block in blocks for line in (*block, "", "")]
 
 

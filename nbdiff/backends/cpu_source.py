@@ -120,7 +120,7 @@ def _header(op: FusedElemwise, parallel: bool, fastmath: bool, math: str) -> lis
         "    return lambda a, i: a",
         "",
         "",
-        *module_definitions([op], math, [ACCUMULATE] if accumulates(op, parallel, math) else []),
+        *module_definitions([op], math, [ACCUMULATE] if accumulates(op, parallel, math) else [], fastmath),
     ]
 
 

@@ -31,6 +31,7 @@ DTYPE_SUFFIX = {"float64": "f64", "float32": "f32"}
 SIN_COS_LIMIT = 1.05e8  # |x| up to which sin and cos reduce by pi/2 exactly (|q| < 2**26); beyond: NaN
 RANGE_LIMITS = {"sin": SIN_COS_LIMIT, "cos": SIN_COS_LIMIT}  # finite |x| beyond: kernels leave the step to NumPy
 ACCUMULATE = "accumulate"  # the reassociable add of a trailing sum (``bits.accumulate``)
+INLINE = ', inline="always"'  # in each function's decorator: dropped for fast-math callers (``definitions``)
 IMPORT_LINES = ("from llvmlite import ir", "from numba import types", "from numba.extending import intrinsic")
 SOURCE_MODULES = ("nbdiff.backends.bits", "nbdiff.backends.vmath_source")
 
@@ -69,9 +70,16 @@ def function_name(name: str, dtype: str) -> str:
     return f"vm_{name}_{DTYPE_SUFFIX[dtype]}"
 
 
-def definitions(names: Iterable[str]) -> list[str]:
+def definitions(names: Iterable[str], inline: bool = True) -> list[str]:
     """The module lines defining the functions ``names`` (as ``function_name`` gives them, or ``ACCUMULATE``) and
-    everything they call, in source order, after the imports the bit intrinsics need; none for no names."""
+    everything they call, in source order, after the imports the bit intrinsics need; none for no names.
+
+    ``inline=True`` keeps ``inline="always"``: Numba inlines the functions into the caller's IR, so every call is
+    gone before LLVM sees the loop (LLVM's own inliner declined the larger ones, softplus and erf, and left calls
+    that stop vectorisation), and the code compiles with the caller's flags. ``inline=False`` is for callers
+    compiled with fast-math flags, which would break these functions (``reassoc`` folds ``(y + 1.5 * 2**52) - 1.5 *
+    2**52`` to ``y`` and ``x - (u - 1)`` to ``x - u + 1``): compiled apart with their own flags, they are left to
+    LLVM's inliner, which keeps each instruction's flags (the larger ones then stay calls)."""
     blocks = _blocks()
     wanted: set[str] = set()
     pending = list(names)
@@ -88,6 +96,7 @@ def definitions(names: Iterable[str]) -> list[str]:
     lines = list(IMPORT_LINES) + ["", ""]
     for name, (text, _) in blocks.items():
         if name in wanted:
+            text = text if inline else text.replace(INLINE, "")
             lines += [*text.splitlines(), "", ""]
     return lines
 

@@ -32,8 +32,10 @@ untyped literal would promote a float32 computation to float64.
 
 This file is read as text by ``nbdiff.backends.vmath`` and the functions a kernel uses are copied into its module
 (with the decorators as written): keep each function self-contained, calling only ``bits`` intrinsics, ``math``,
-``np`` and other functions of this file. ``fastmath={"contract"}`` lets LLVM fuse multiplies and adds into FMA
-instructions inside these functions only (no other fast-math flag: NaN, inf and signed zeros keep their meaning).
+``np`` and other functions of this file. Polynomial steps use ``bits.muladd`` (a fused multiply-add where the CPU
+has FMA). ``fastmath={"contract"}`` only matters where a function is compiled apart (in a caller with fast-math
+flags, ``vmath.definitions(inline=False)``); inlined (``inline="always"``), the code takes the caller's flags,
+which for kernels without ``fastmath`` are none: NaN, inf and signed zeros keep their meaning.
 """
 
 import math
@@ -41,7 +43,7 @@ import math
 import numba
 import numpy as np
 
-from nbdiff.backends.bits import bits_to_f32, bits_to_f64, f32_to_bits, f64_to_bits
+from nbdiff.backends.bits import bits_to_f32, bits_to_f64, f32_to_bits, f64_to_bits, muladd
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,8 +89,8 @@ def vm_scale_f32(p, n):
 def vm_exp_reduce_f64(x):
     """``(r, qi)`` with ``x = qi ln2 + r``, ``|r| <= ln2/2`` (``x`` within the clamps of the callers)."""
     q, qi = vm_round_f64(x * 1.4426950408889634)
-    r = x - q * 0.6931471803691238  # ln2's leading 32 bits: q * it is exact
-    r = r - q * 1.9082149292705877e-10
+    r = muladd(q, -0.6931471803691238, x)  # ln2's leading 32 bits: q * it is exact
+    r = muladd(q, -1.9082149292705877e-10, r)
     return r, qi
 
 
@@ -96,17 +98,17 @@ def vm_exp_reduce_f64(x):
 def vm_expm1_poly_f64(r):
     """``expm1(r)`` for ``|r| <= ln2/2``: Taylor to degree 13."""
     p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
+    p = muladd(p, r, 1.0 / 479001600.0)
+    p = muladd(p, r, 1.0 / 39916800.0)
+    p = muladd(p, r, 1.0 / 3628800.0)
+    p = muladd(p, r, 1.0 / 362880.0)
+    p = muladd(p, r, 1.0 / 40320.0)
+    p = muladd(p, r, 1.0 / 5040.0)
+    p = muladd(p, r, 1.0 / 720.0)
+    p = muladd(p, r, 1.0 / 120.0)
+    p = muladd(p, r, 1.0 / 24.0)
+    p = muladd(p, r, 1.0 / 6.0)
+    p = muladd(p, r, 0.5)
     return r + (r * r) * p
 
 
@@ -138,8 +140,8 @@ def vm_expm1_f64(x):
 def vm_exp_reduce_f32(x):
     """``(r, qi)`` with ``x = qi ln2 + r``, ``|r| <= ln2/2``, in float32."""
     q, qi = vm_round_f32(x * np.float32(1.4426950408889634))
-    r = x - q * np.float32(0.693359375)  # 355/512: q * it is exact
-    r = r - q * np.float32(-2.1219444005469057e-04)
+    r = muladd(q, -np.float32(0.693359375), x)  # 355/512: q * it is exact
+    r = muladd(q, np.float32(2.1219444005469057e-04), r)
     return r, qi
 
 
@@ -147,11 +149,11 @@ def vm_exp_reduce_f32(x):
 def vm_expm1_poly_f32(r):
     """``expm1(r)`` for ``|r| <= ln2/2``: Taylor to degree 7, float32."""
     p = np.float32(1.0 / 5040.0)
-    p = p * r + np.float32(1.0 / 720.0)
-    p = p * r + np.float32(1.0 / 120.0)
-    p = p * r + np.float32(1.0 / 24.0)
-    p = p * r + np.float32(1.0 / 6.0)
-    p = p * r + np.float32(0.5)
+    p = muladd(p, r, np.float32(1.0 / 720.0))
+    p = muladd(p, r, np.float32(1.0 / 120.0))
+    p = muladd(p, r, np.float32(1.0 / 24.0))
+    p = muladd(p, r, np.float32(1.0 / 6.0))
+    p = muladd(p, r, np.float32(0.5))
     return r + (r * r) * p
 
 
@@ -309,10 +311,10 @@ def vm_softplus_f32(x):
 def vm_reduce_pio2(x):
     """``(r, qi)`` with ``x = qi pi/2 + r``, ``|r| <= pi/4`` (float64; exact reduction for ``|x| <= 1.05e8``)."""
     q, qi = vm_round_f64(x * 0.6366197723675814)
-    r = x - q * 1.570796325802803  # pi/2 in three 27-bit pieces and a rest: q * piece is exact for |q| < 2**26
-    r = r - q * 9.920935739593517e-10
-    r = r - q * 5.721188709663575e-18
-    r = r - q * 1.6446256936324258e-26
+    r = muladd(q, -1.570796325802803, x)  # pi/2 in three 27-bit pieces and a rest: q * piece is exact for |q| < 2**26
+    r = muladd(q, -9.920935739593517e-10, r)
+    r = muladd(q, -5.721188709663575e-18, r)
+    r = muladd(q, -1.6446256936324258e-26, r)
     return r, qi
 
 
@@ -321,13 +323,13 @@ def vm_sin_poly_f64(r):
     """sin(r) for ``|r| <= pi/4``: Taylor to degree 17."""
     z = r * r
     p = 1.0 / 355687428096000.0
-    p = p * z - 1.0 / 1307674368000.0
-    p = p * z + 1.0 / 6227020800.0
-    p = p * z - 1.0 / 39916800.0
-    p = p * z + 1.0 / 362880.0
-    p = p * z - 1.0 / 5040.0
-    p = p * z + 1.0 / 120.0
-    p = p * z - 1.0 / 6.0
+    p = muladd(p, z, -(1.0 / 1307674368000.0))
+    p = muladd(p, z, 1.0 / 6227020800.0)
+    p = muladd(p, z, -(1.0 / 39916800.0))
+    p = muladd(p, z, 1.0 / 362880.0)
+    p = muladd(p, z, -(1.0 / 5040.0))
+    p = muladd(p, z, 1.0 / 120.0)
+    p = muladd(p, z, -(1.0 / 6.0))
     return r + (r * z) * p
 
 
@@ -336,13 +338,13 @@ def vm_cos_poly_f64(r):
     """cos(r) for ``|r| <= pi/4``: Taylor to degree 18."""
     z = r * r
     p = -1.0 / 6402373705728000.0
-    p = p * z + 1.0 / 20922789888000.0
-    p = p * z - 1.0 / 87178291200.0
-    p = p * z + 1.0 / 479001600.0
-    p = p * z - 1.0 / 3628800.0
-    p = p * z + 1.0 / 40320.0
-    p = p * z - 1.0 / 720.0
-    p = p * z + 1.0 / 24.0
+    p = muladd(p, z, 1.0 / 20922789888000.0)
+    p = muladd(p, z, -(1.0 / 87178291200.0))
+    p = muladd(p, z, 1.0 / 479001600.0)
+    p = muladd(p, z, -(1.0 / 3628800.0))
+    p = muladd(p, z, 1.0 / 40320.0)
+    p = muladd(p, z, -(1.0 / 720.0))
+    p = muladd(p, z, 1.0 / 24.0)
     return (1.0 - 0.5 * z) + (z * z) * p
 
 
@@ -374,9 +376,9 @@ def vm_sin_poly_f32(r):
     """sin(r) for ``|r| <= pi/4``: Taylor to degree 9, float32."""
     z = r * r
     p = np.float32(1.0 / 362880.0)
-    p = p * z - np.float32(1.0 / 5040.0)
-    p = p * z + np.float32(1.0 / 120.0)
-    p = p * z - np.float32(1.0 / 6.0)
+    p = muladd(p, z, -np.float32(1.0 / 5040.0))
+    p = muladd(p, z, np.float32(1.0 / 120.0))
+    p = muladd(p, z, -np.float32(1.0 / 6.0))
     return r + (r * z) * p
 
 
@@ -385,9 +387,9 @@ def vm_cos_poly_f32(r):
     """cos(r) for ``|r| <= pi/4``: Taylor to degree 10, float32."""
     z = r * r
     p = np.float32(-1.0 / 3628800.0)
-    p = p * z + np.float32(1.0 / 40320.0)
-    p = p * z - np.float32(1.0 / 720.0)
-    p = p * z + np.float32(1.0 / 24.0)
+    p = muladd(p, z, np.float32(1.0 / 40320.0))
+    p = muladd(p, z, -np.float32(1.0 / 720.0))
+    p = muladd(p, z, np.float32(1.0 / 24.0))
     return (np.float32(1.0) - np.float32(0.5) * z) + (z * z) * p
 
 

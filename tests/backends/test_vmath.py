@@ -216,6 +216,23 @@ def test_sin_beyond_range_in_a_kernel_is_computed_by_numpy():
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
+def test_fastmath_kernel_agrees_with_interpreter():
+    """Under ``fastmath=True`` the vmath functions are compiled apart from the kernel (their rounding tricks do not
+    survive ``reassoc``), so W1's fast-math kernel still agrees with the interpreter."""
+    x, y, g = w1_graph("float64")
+    (kernel,) = kernels_of(nd.function([x], [y, g], backend="numpy").graph)
+    assert 'inline="always"' not in cpu_module_source(kernel.op, parallel=False, fastmath=True)
+    assert 'inline="always"' in cpu_module_source(kernel.op, parallel=False, fastmath=False)
+    f = nd.function([x], [y, g], backend="cpu", fastmath=True)
+    xv = np.random.default_rng(4).uniform(-2, 2, 5_000)
+    f(xv)
+    assert f.wait(300) == "compiled", f.status
+    got = f(xv)
+    expected = nd.function([x], [y, g], backend="numpy")(xv)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
+
+
 def test_libm_choice_and_cache_key():
     """math="libm" generates the op's scalar code (libm calls) in modules of their own names; a bad choice is a
     typed error."""

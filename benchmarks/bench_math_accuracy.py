@@ -25,8 +25,6 @@ import time
 import numpy as np
 
 from nbdiff.backends import vmath
-from nbdiff.ops import elemwise
-from nbdiff.ops.special import erf as special_erf
 
 RANGES = {
     "exp": (-750.0, 720.0),
@@ -42,16 +40,6 @@ RANGES = {
 }
 SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, 1e-310, -1e-310, 1e-45, -1e-45, 2.0**-1022]
 LIMITS = [709.78, 709.79, 710.0, -745.1, -745.2, 88.72, 88.73, -103.9, -104.0, 1.0, -1.0, 1e300]
-
-
-def numpy_reference(name: str, x: np.ndarray) -> np.ndarray:
-    """The interpreter's NumPy values of ``name``."""
-    with np.errstate(all="ignore"):
-        if name == "erf":
-            return special_erf(x)
-        if name in ("sigmoid", "softplus"):
-            return getattr(elemwise, f"_{name}")(x)
-        return getattr(np, name)(x)
 
 
 def mpmath_reference(name: str, x: float) -> object:
@@ -75,16 +63,6 @@ def sweep(name: str, dtype: str, points: int, seed: int = 0) -> np.ndarray:
     parts = [rng.uniform(low, high, points), rng.standard_normal(points), rng.standard_normal(points) * 1e-3, spread]
     with np.errstate(over="ignore"):
         return np.concatenate(parts).astype(dtype)
-
-
-def ulps(got: np.ndarray, expected: np.ndarray, dtype: str) -> np.ndarray:
-    """``|got - expected|`` in ulps of ``expected`` in ``dtype``; finite references within the dtype's range."""
-    info = np.finfo(dtype)
-    expected = expected.astype(np.float64)
-    keep = np.isfinite(expected) & (np.abs(expected) <= float(info.max))
-    spacing = np.spacing(np.abs(expected[keep]).astype(dtype)).astype(np.float64)
-    spacing = np.maximum(spacing, float(info.smallest_subnormal))
-    return np.abs(got[keep].astype(np.float64) - expected[keep]) / spacing
 
 
 def mpmath_ulps(name: str, x: np.ndarray, got: np.ndarray) -> float:
@@ -112,7 +90,7 @@ def specials_identical(name: str, dtype: str) -> bool:
     if name in ("sin", "cos"):
         x = x[(np.abs(x) <= vmath.SIN_COS_LIMIT) | np.isinf(x) | np.isnan(x)]
     got = vmath.array_function(name, dtype)(x)
-    expected = numpy_reference(name, x)
+    expected = vmath.numpy_reference(name, x)
     special = ~np.isfinite(expected) | (expected == 0)
     same = np.array_equal(got[special], expected[special], equal_nan=True)
     signed = special & ~np.isnan(expected)
@@ -135,7 +113,7 @@ def main() -> None:
         start = time.perf_counter()
         x64 = sweep(name, "float64", args.points)
         got64 = vmath.array_function(name, "float64")(x64)
-        numpy64 = float(ulps(got64, numpy_reference(name, x64), "float64").max())
+        numpy64 = float(vmath.ulp_errors(got64, vmath.numpy_reference(name, x64), "float64").max())
         if mpmath_available:
             pick = np.random.default_rng(1).choice(x64.size, min(args.mpmath, x64.size), replace=False)
             exact64: float | None = mpmath_ulps(name, x64[pick], got64[pick])
@@ -143,7 +121,7 @@ def main() -> None:
             exact64 = None
         x32 = sweep(name, "float32", args.points)
         got32 = vmath.array_function(name, "float32")(x32)
-        exact32 = float(ulps(got32, numpy_reference(name, x32.astype(np.float64)), "float32").max())
+        exact32 = float(vmath.ulp_errors(got32, vmath.numpy_reference(name, x32.astype(np.float64)), "float32").max())
         specials = all(specials_identical(name, dtype) for dtype in ("float64", "float32"))
         rows.append((name, exact64, numpy64, exact32, specials, vmath.ULP_BOUNDS[name, "float64"]))
         rows[-1] += (vmath.ULP_BOUNDS[name, "float32"], time.perf_counter() - start)

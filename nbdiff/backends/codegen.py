@@ -10,6 +10,10 @@ loop reads, then runs the lines of ``scalar_body(op)``: one assignment ``t<k> = 
   target would not). Integer arguments of a member with a float result are converted to that dtype first, as
   NumPy's loops do, and the whole expression is converted to the member's dtype, so integer arithmetic wraps
   where NumPy's does and float32 stays float32.
+- Under ``math="nbdiff"`` (CPU targets) an elementwise member whose op names a ``vmath`` function (``math_name``)
+  on float32 or float64 values calls it instead (``vm_exp_f64(a0)``): branch-free code that LLVM vectorises;
+  ``module_definitions(ops, math)`` then adds its text to the module. The default, ``"libm"``, is the op's
+  ``scalar_code`` (what the CUDA target emits: libdevice's math).
 - A pass-through member (a broadcast, a no-op un-broadcast, a checked shape) copies its first argument.
 - A fill is a typed literal of its value.
 - A member whose NumPy function raises on some values (integer ``power`` with a negative exponent) adds a condition

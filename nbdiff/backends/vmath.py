@@ -74,12 +74,12 @@ def definitions(names: Iterable[str], inline: bool = True) -> list[str]:
     """The module lines defining the functions ``names`` (as ``function_name`` gives them, or ``ACCUMULATE``) and
     everything they call, in source order, after the imports the bit intrinsics need; none for no names.
 
-    ``inline=True`` keeps ``inline="always"``: Numba inlines the functions into the caller's IR, so every call is
-    gone before LLVM sees the loop (LLVM's own inliner declined the larger ones, softplus and erf, and left calls
-    that stop vectorisation), and the code compiles with the caller's flags. ``inline=False`` is for callers
-    compiled with fast-math flags, which would break these functions (``reassoc`` folds ``(y + 1.5 * 2**52) - 1.5 *
-    2**52`` to ``y`` and ``x - (u - 1)`` to ``x - u + 1``): compiled apart with their own flags, they are left to
-    LLVM's inliner, which keeps each instruction's flags (the larger ones then stay calls)."""
+    ``inline=True`` keeps ``inline="always"`` where a function has it (softplus and erf: LLVM's inliner declined
+    them and left calls that stop vectorisation; the others are left to LLVM, which inlines them and keeps their
+    own IEEE semantics, and compile several times faster in a ``parallel=True`` kernel than inlined into its Numba
+    IR). Code inlined into the caller's IR compiles with the caller's flags; ``inline=False`` is for callers with
+    fast-math flags, which would break these functions (``reassoc`` folds ``(y + 1.5 * 2**52) - 1.5 * 2**52`` to
+    ``y`` and ``x - (u - 1)`` to ``x - u + 1``): softplus and erf then stay calls in such a kernel."""
     blocks = _blocks()
     wanted: set[str] = set()
     pending = list(names)
@@ -140,7 +140,7 @@ def erf_source(dtype: str) -> str:
         return repr(float(value)) if dtype == "float64" else f"np.float32({float(value)!r})"
 
     lines = [
-        '@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")',
+        '@numba.njit(fastmath=False, error_model="numpy", inline="always")',
         f"def vm_erf_{suffix}(x):",
         f'    """erf(x), {dtype}: nbdiff.ops.special\'s Chebyshev pieces, evaluated branch-free."""',
         "    a = abs(x)",
@@ -190,7 +190,7 @@ def _clenshaw_lines(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Compiled over arrays (tests, benchmarks)
+# Compiled over arrays, and measured (tests, benchmarks)
 # ---------------------------------------------------------------------------------------------------------------
 @functools.cache
 def array_function(name: str, dtype: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -218,3 +218,26 @@ def array_function(name: str, dtype: str) -> Callable[[np.ndarray], np.ndarray]:
 
     call.apply = apply  # type: ignore[attr-defined]  # the Numba dispatcher, for inspect_llvm / inspect_asm
     return call
+
+
+def numpy_reference(name: str, x: np.ndarray) -> np.ndarray:
+    """The interpreter's values of math function ``name`` on ``x``: the NumPy function of the op whose
+    ``math_name`` it is (``np.exp``, ``nbdiff.ops.special.erf``, the ops' own sigmoid and softplus)."""
+    from nbdiff.ops import elemwise
+
+    for op in vars(elemwise).values():
+        if isinstance(op, type) and issubclass(op, elemwise.Elemwise) and op.math_name == name:
+            with np.errstate(all="ignore"):
+                return np.asarray(op.numpy_fn(x))
+    raise KeyError(f"no elementwise op has math_name {name!r}")
+
+
+def ulp_errors(got: np.ndarray, expected: np.ndarray, dtype: str) -> np.ndarray:
+    """``|got - expected|`` in units in the last place of ``expected`` in ``dtype`` (the smallest subnormal below
+    the normal range), where ``expected`` is finite and within ``dtype``'s range."""
+    info = np.finfo(dtype)
+    expected = np.asarray(expected, dtype=np.float64)
+    keep = np.isfinite(expected) & (np.abs(expected) <= float(info.max))
+    spacing = np.spacing(np.abs(expected[keep]).astype(dtype)).astype(np.float64)
+    spacing = np.maximum(spacing, float(info.smallest_subnormal))
+    return np.abs(np.asarray(got)[keep].astype(np.float64) - expected[keep]) / spacing

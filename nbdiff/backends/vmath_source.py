@@ -32,10 +32,13 @@ untyped literal would promote a float32 computation to float64.
 
 This file is read as text by ``nbdiff.backends.vmath`` and the functions a kernel uses are copied into its module
 (with the decorators as written): keep each function self-contained, calling only ``bits`` intrinsics, ``math``,
-``np`` and other functions of this file. Polynomial steps use ``bits.muladd`` (a fused multiply-add where the CPU
-has FMA). ``fastmath={"contract"}`` only matters where a function is compiled apart (in a caller with fast-math
-flags, ``vmath.definitions(inline=False)``); inlined (``inline="always"``), the code takes the caller's flags,
-which for kernels without ``fastmath`` are none: NaN, inf and signed zeros keep their meaning.
+``np`` and other functions of this file. Multiply-adds of the polynomials and reductions go through
+``bits.muladd`` (one FMA where the CPU has it), so a function computes the same values however it is compiled:
+apart (LLVM's inliner then copies it, with its own IEEE semantics, into the caller's loop) or inlined into the
+caller's Numba IR (``inline="always"``: softplus and erf, which LLVM's inliner declines, leaving calls that stop
+vectorisation; the code then takes the caller's flags, none in a kernel without ``fastmath``, and
+``vmath.definitions(inline=False)`` drops it for kernels with them). ``fastmath=False`` is explicit: a Numba function
+that leaves it unset inherits its caller's fast-math flags, and ``reassoc`` breaks these functions.
 """
 
 import math
@@ -49,14 +52,14 @@ from nbdiff.backends.bits import bits_to_f32, bits_to_f64, f32_to_bits, f64_to_b
 # ---------------------------------------------------------------------------------------------------------------
 # Powers of two and rounding to an integer, from bits
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_round_f64(y):
     """``(q, qi)``: ``y`` rounded to the nearest integer as a float64 and as an int64 (``|y| < 2**51``)."""
     shifted = y + 6755399441055744.0  # 1.5 * 2**52: the integer lands in the low bits of the mantissa
     return shifted - 6755399441055744.0, f64_to_bits(shifted) - 0x4338000000000000
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_scale_f64(p, n):
     """``p * 2**n`` for an int64 ``|n| <= 2000``, in two exact power-of-two factors (overflow and underflow as IEEE
     rounding of the exact product gives them)."""
@@ -66,14 +69,14 @@ def vm_scale_f64(p, n):
     return p * first * second
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_round_f32(y):
     """``(q, qi)``: ``y`` rounded to the nearest integer as a float32 and as an int32 (``|y| < 2**22``)."""
     shifted = y + np.float32(12582912.0)  # 1.5 * 2**23
     return shifted - np.float32(12582912.0), f32_to_bits(shifted) - np.int32(0x4B400000)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_scale_f32(p, n):
     """``p * 2**n`` for an integer ``|n| <= 250``, in two exact power-of-two factors."""
     half = n >> 1
@@ -85,7 +88,7 @@ def vm_scale_f32(p, n):
 # ---------------------------------------------------------------------------------------------------------------
 # exp, expm1
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_exp_reduce_f64(x):
     """``(r, qi)`` with ``x = qi ln2 + r``, ``|r| <= ln2/2`` (``x`` within the clamps of the callers)."""
     q, qi = vm_round_f64(x * 1.4426950408889634)
@@ -94,7 +97,7 @@ def vm_exp_reduce_f64(x):
     return r, qi
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_expm1_poly_f64(r):
     """``expm1(r)`` for ``|r| <= ln2/2``: Taylor to degree 13."""
     p = 1.0 / 6227020800.0
@@ -112,7 +115,7 @@ def vm_expm1_poly_f64(r):
     return r + (r * r) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_exp_f64(x):
     """exp(x), float64."""
     c = 720.0 if x > 720.0 else x  # NaN stays NaN through the clamps
@@ -121,7 +124,7 @@ def vm_exp_f64(x):
     return vm_scale_f64(1.0 + vm_expm1_poly_f64(r), qi)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_expm1_f64(x):
     """expm1(x), float64."""
     c = 720.0 if x > 720.0 else x
@@ -136,7 +139,7 @@ def vm_expm1_f64(x):
     return x if x == 0.0 else result
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_exp_reduce_f32(x):
     """``(r, qi)`` with ``x = qi ln2 + r``, ``|r| <= ln2/2``, in float32."""
     q, qi = vm_round_f32(x * np.float32(1.4426950408889634))
@@ -145,7 +148,7 @@ def vm_exp_reduce_f32(x):
     return r, qi
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_expm1_poly_f32(r):
     """``expm1(r)`` for ``|r| <= ln2/2``: Taylor to degree 7, float32."""
     p = np.float32(1.0 / 5040.0)
@@ -157,7 +160,7 @@ def vm_expm1_poly_f32(r):
     return r + (r * r) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_exp_f32(x):
     """exp(x), float32."""
     c = np.float32(89.0) if x > np.float32(89.0) else x
@@ -166,7 +169,7 @@ def vm_exp_f32(x):
     return vm_scale_f32(np.float32(1.0) + vm_expm1_poly_f32(r), qi)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_expm1_f32(x):
     """expm1(x), float32."""
     c = np.float32(89.0) if x > np.float32(89.0) else x
@@ -184,7 +187,7 @@ def vm_expm1_f32(x):
 # ---------------------------------------------------------------------------------------------------------------
 # log, log1p
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_log_f64(x):
     """log(x), float64."""
     tiny = x < 2.2250738585072014e-308  # subnormals (and zero, negatives: replaced below) are scaled by 2**54
@@ -211,7 +214,7 @@ def vm_log_f64(x):
     return x if not x < math.inf else result  # +inf and NaN
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_log1p_f64(x):
     """log1p(x), float64."""
     u = 1.0 + x
@@ -221,7 +224,7 @@ def vm_log1p_f64(x):
     return x if x == 0.0 else result
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_log_f32(x):
     """log(x), float32."""
     tiny = x < np.float32(1.1754943508222875e-38)
@@ -245,7 +248,7 @@ def vm_log_f32(x):
     return x if not x < np.float32(math.inf) else result
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_log1p_f32(x):
     """log1p(x), float32."""
     u = np.float32(1.0) + x
@@ -258,7 +261,7 @@ def vm_log1p_f32(x):
 # ---------------------------------------------------------------------------------------------------------------
 # tanh, sigmoid, softplus
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_tanh_f64(x):
     """tanh(x), float64."""
     a = abs(x)
@@ -267,7 +270,7 @@ def vm_tanh_f64(x):
     return math.copysign(t / (t + 2.0), x)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_tanh_f32(x):
     """tanh(x), float32."""
     a = abs(x)
@@ -276,7 +279,7 @@ def vm_tanh_f32(x):
     return math.copysign(t / (t + np.float32(2.0)), x)
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_sigmoid_f64(x):
     """1 / (1 + exp(-x)), float64."""
     e = vm_exp_f64(-abs(x))
@@ -284,7 +287,7 @@ def vm_sigmoid_f64(x):
     return r if x >= 0.0 else e * r
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_sigmoid_f32(x):
     """1 / (1 + exp(-x)), float32."""
     e = vm_exp_f32(-abs(x))
@@ -292,13 +295,13 @@ def vm_sigmoid_f32(x):
     return r if x >= np.float32(0.0) else e * r
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy", inline="always")
 def vm_softplus_f64(x):
     """log(1 + exp(x)), float64."""
     return (x if x > 0.0 else 0.0) + vm_log1p_f64(vm_exp_f64(-abs(x)))
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy", inline="always")
 def vm_softplus_f32(x):
     """log(1 + exp(x)), float32."""
     return (x if x > np.float32(0.0) else np.float32(0.0)) + vm_log1p_f32(vm_exp_f32(-abs(x)))
@@ -307,7 +310,7 @@ def vm_softplus_f32(x):
 # ---------------------------------------------------------------------------------------------------------------
 # sin, cos
 # ---------------------------------------------------------------------------------------------------------------
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_reduce_pio2(x):
     """``(r, qi)`` with ``x = qi pi/2 + r``, ``|r| <= pi/4`` (float64; exact reduction for ``|x| <= 1.05e8``)."""
     q, qi = vm_round_f64(x * 0.6366197723675814)
@@ -318,7 +321,7 @@ def vm_reduce_pio2(x):
     return r, qi
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_sin_poly_f64(r):
     """sin(r) for ``|r| <= pi/4``: Taylor to degree 17."""
     z = r * r
@@ -333,7 +336,7 @@ def vm_sin_poly_f64(r):
     return r + (r * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_cos_poly_f64(r):
     """cos(r) for ``|r| <= pi/4``: Taylor to degree 18."""
     z = r * r
@@ -348,7 +351,7 @@ def vm_cos_poly_f64(r):
     return (1.0 - 0.5 * z) + (z * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_sin_f64(x):
     """sin(x), float64 (accurate for ``|x| <= 1.05e8``)."""
     r, qi = vm_reduce_pio2(x)
@@ -360,7 +363,7 @@ def vm_sin_f64(x):
     return x if x == 0.0 else v
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_cos_f64(x):
     """cos(x), float64 (accurate for ``|x| <= 1.05e8``)."""
     r, qi = vm_reduce_pio2(x)
@@ -371,7 +374,7 @@ def vm_cos_f64(x):
     return math.nan if abs(x) > 1.05e8 else v  # beyond the exact reduction: NaN, never a wrong number
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_sin_poly_f32(r):
     """sin(r) for ``|r| <= pi/4``: Taylor to degree 9, float32."""
     z = r * r
@@ -382,7 +385,7 @@ def vm_sin_poly_f32(r):
     return r + (r * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_cos_poly_f32(r):
     """cos(r) for ``|r| <= pi/4``: Taylor to degree 10, float32."""
     z = r * r
@@ -393,7 +396,7 @@ def vm_cos_poly_f32(r):
     return (np.float32(1.0) - np.float32(0.5) * z) + (z * z) * p
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_sin_f32(x):
     """sin(x), float32 (reduced in float64; accurate for ``|x| <= 1.05e8``)."""
     rd, qi = vm_reduce_pio2(np.float64(x))
@@ -406,7 +409,7 @@ def vm_sin_f32(x):
     return x if x == np.float32(0.0) else v
 
 
-@numba.njit(fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(fastmath=False, error_model="numpy")
 def vm_cos_f32(x):
     """cos(x), float32 (reduced in float64; accurate for ``|x| <= 1.05e8``)."""
     rd, qi = vm_reduce_pio2(np.float64(x))

@@ -21,6 +21,7 @@ from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.compilation import CompiledPlan, Unit
 from nbdiff.backends.cpu_program import Frame, Program, frame_for
 from nbdiff.backends.parallelism import blas
+from nbdiff.ops.broadcast import SumToLike
 from nbdiff.ops.fused import FusedElemwise
 from nbdiff.ops.linalg import MatMul
 from nbdiff.ops.reduce import Sum
@@ -199,6 +200,8 @@ def _output_scale(var: Any, values: dict[int, np.ndarray]) -> float | None:
                 return None
             terms = FusedElemwise(op.input_kinds, op.program, op.results, (None,) * len(op.results)).perform(*inputs)
             return float(np.nansum(np.abs(terms[var.index]), dtype=np.float64))
+        if isinstance(node.op, SumToLike):  # a bias gradient: the scale of the sum it reshapes
+            return _output_scale(node.inputs[0], values)
         if isinstance(node.op, Sum):
             return float(np.nansum(np.abs(inputs[0]), dtype=np.float64))
         if isinstance(node.op, MatMul):

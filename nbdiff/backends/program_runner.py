@@ -132,10 +132,16 @@ class ProgramRunner:
         return results, None
 
     def _disagreement(self, frame: Frame, interpreter: Plan, arrays: Sequence[np.ndarray]) -> str | None:
-        """Why the entry point's outputs for ``arrays`` disagree with the interpreter's (None when they agree), with a
-        reproducer of the call."""
+        """Why the entry point's outputs for ``arrays`` disagree with the mixed plan's (None when they agree), with a
+        reproducer of the call.
+
+        The reference is the interpreter's plan run with the mixed plan's compiled steps, each of which the mixed
+        plan's own check held to its ``perform`` on the interpreter's inputs: the entry point runs the same compiled
+        loops and op kernels, so it must give their values, while the interpreter's own can differ by an ulp per
+        step (a compiled ``exp``) and a cancellation downstream turns that into a relative difference of any size
+        (the gradient of ``sum(softmax(x))``, zero in exact arithmetic)."""
         values: dict[int, np.ndarray] = {}
-        expected = interpreter.with_performers(_recorders(interpreter, values)).run(arrays)
+        expected = interpreter.with_performers(_recorders(interpreter, values, self.mixed.runners)).run(arrays)
         outputs = [np.empty(shape, dtype) for shape, dtype in frame.outputs]
         arguments = [_plain(a) for a in arrays] + [*self.constants, *frame.tail, *outputs]
         try:
@@ -172,14 +178,17 @@ def _plain(array: np.ndarray) -> np.ndarray:
     return np.array(array, order="C")
 
 
-def _recorders(interpreter: Plan, values: dict[int, np.ndarray]) -> dict[int, Any]:
-    """Performers that run each node's ``perform`` and keep its inputs' values by variable id (for the scales)."""
+def _recorders(interpreter: Plan, values: dict[int, np.ndarray], runners: dict[int, Any]) -> dict[int, Any]:
+    """Performers that run each node's compiled runner (its ``perform`` where it has none) and keep its inputs'
+    values by variable id (for the scales)."""
 
     def recording(node: Any) -> Any:
+        run = runners.get(id(node), node.op.perform)
+
         def perform(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
             for var, value in zip(node.inputs, inputs):
                 values[id(var)] = value
-            return node.op.perform(*inputs)
+            return run(*inputs)
 
         return perform
 

@@ -270,12 +270,9 @@ def _analyse(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> Layout |
     if problem is not None:
         return problem
     n = op.n_inputs
-    if len(shapes) != n or any(len(s) != ndim for s, (_, ndim) in zip(shapes, op.input_kinds)):
-        return f"expects {n} inputs of {[ndim for _, ndim in op.input_kinds]} dimensions, got shapes {list(shapes)}"
-    try:
-        types = _replay(op, [TensorType(dtype, shape) for (dtype, _), shape in zip(op.input_kinds, shapes)])
-    except NbdiffError as exc:
-        return f"the members reject these shapes ({exc})"
+    types = _run_time_types(op, shapes)
+    if isinstance(types, str):
+        return types
     loop = types[n].shape
     size = math.prod(loop)
     problem = _shape_problem(op, [t.shape for t in types], loop, size)
@@ -295,6 +292,17 @@ def _analyse(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> Layout |
         outputs=tuple(outputs),
         reduced=tuple(reduction is not None for reduction in op.reductions),
     )
+
+
+def _run_time_types(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> list[TensorType] | str:
+    """Every reference's type for inputs of these run-time shapes, or why the members reject them."""
+    n = op.n_inputs
+    if len(shapes) != n or any(len(s) != ndim for s, (_, ndim) in zip(shapes, op.input_kinds)):
+        return f"expects {n} inputs of {[ndim for _, ndim in op.input_kinds]} dimensions, got shapes {list(shapes)}"
+    try:
+        return _replay(op, [TensorType(dtype, shape) for (dtype, _), shape in zip(op.input_kinds, shapes)])
+    except NbdiffError as exc:
+        return f"the members reject these shapes ({exc})"
 
 
 def _shape_problem(op: FusedElemwise, shapes: list[tuple[int, ...]], loop: tuple[int, ...], size: int) -> str | None:
@@ -449,12 +457,9 @@ def rows_layout(op: FusedElemwise, form: RowsForm, input_shapes: Sequence[tuple[
 def _rows_analyse(op: FusedElemwise, form: RowsForm, shapes: tuple[tuple[int, ...], ...]) -> RowsLayout | str:
     """``rows_layout``, cached by the structure, the form and the shapes."""
     n = op.n_inputs
-    if len(shapes) != n or any(len(s) != ndim for s, (_, ndim) in zip(shapes, op.input_kinds)):
-        return f"expects {n} inputs of {[ndim for _, ndim in op.input_kinds]} dimensions, got shapes {list(shapes)}"
-    try:
-        types = _replay(op, [TensorType(dtype, shape) for (dtype, _), shape in zip(op.input_kinds, shapes)])
-    except NbdiffError as exc:
-        return f"the members reject these shapes ({exc})"
+    types = _run_time_types(op, shapes)
+    if isinstance(types, str):
+        return types
     loop = tuple(types[n].shape)
     if len(loop) != form.ndim:
         return f"the loop has {len(loop)} dimensions, not {form.ndim}"

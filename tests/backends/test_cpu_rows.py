@@ -21,6 +21,7 @@ from nbdiff.backends import cpu_rows
 from nbdiff.backends.codegen import COLUMN, FULL, ROW, SCALAR, TOTAL, rows_form, rows_layout
 from nbdiff.backends.cpu import PROGRAM, KernelRunner, OpRunner, inject_fault, plan_units
 from nbdiff.backends.program_runner import ProgramRunner
+from nbdiff.errors import DomainError
 from nbdiff.function import UNCHECKED
 from nbdiff.ops.linalg import MatMul
 from tests.backends.cpu_support import WAIT, assert_agrees, reproducer_folder
@@ -243,3 +244,24 @@ def test_a_wrong_rows_kernel_is_caught_by_the_agreement_check():
     assert_agrees(f(*arrays), expected, "the interpreter's values after the mismatch")
     assert f.status.startswith("fallback"), f.status
     assert reproducer_folder(f.status).is_dir()
+
+
+def test_a_rows_kernel_raises_the_interpreters_error_for_a_value_outside_a_members_domain():
+    def build(backend: str) -> nd.Function:
+        x, e = nd.matrix("x", dtype="int64"), nd.vector("e", dtype="int64")
+        return nd.function([x, e], [x**e + 1, nd.sum(x**e, axis=1)], backend=backend)
+
+    f, reference = build("cpu"), build("numpy")
+    assert f.wait(WAIT) == UNCHECKED, f.status
+    x = np.arange(6).reshape(2, 3)
+    assert_agrees(f(x, np.array([0, 1, 2])), reference(x, np.array([0, 1, 2])), "the agreement check")
+    assert f.status == "compiled", f.status
+    runner = f.compile_status.runner
+    assert any(getattr(r, "form", None) is not None for r in runner.mixed.runners.values()), "a rows kernel"
+    for args in ((x, np.array([0, -1, 2])), (x[:1], np.array([-2, 1, 2]))):
+        with pytest.raises(DomainError) as got:
+            f(*args)
+        with pytest.raises(DomainError) as expected:
+            reference(*args)
+        assert str(got.value) == str(expected.value)
+    assert f.status == "compiled" and f.backend == "cpu"

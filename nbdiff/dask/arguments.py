@@ -47,11 +47,17 @@ def is_dask_array(value: Any) -> bool:
     return isinstance(value, da.Array)
 
 
-def split_arguments(inputs: Sequence[Variable], values: Sequence[Any], where: str) -> Arguments:
-    """Check ``values`` against ``inputs`` (count, rank, dtype kind, static shape, chunking) and split them."""
+def split_arguments(
+    inputs: Sequence[Variable], values: Sequence[Any], where: str, data: int | None = None
+) -> Arguments:
+    """Check ``values`` against ``inputs`` (count, rank, dtype kind, static shape, chunking) and split them.
+
+    With ``data`` given, the first ``data`` arguments must be dask arrays and no other may be (``row_cost``)."""
     if len(values) != len(inputs):
         expected = ", ".join(f"{v.label()}: {v.type}" for v in inputs)
         raise node_error(InputError, where, f"expected {len(inputs)} argument(s) ({expected}), got {len(values)}")
+    if data is not None:
+        _check_placement(inputs, values, data, where)
     converted: list[Any] = []
     chunked: list[int] = []
     for position, (var, value) in enumerate(zip(inputs, values)):
@@ -65,6 +71,20 @@ def split_arguments(inputs: Sequence[Variable], values: Sequence[Any], where: st
         raise node_error(InputError, where, "no argument is a dask array; call the function directly instead")
     row_chunks = _shared_row_chunks([(inputs[p], converted[p]) for p in chunked], where)
     return Arguments(tuple(converted), tuple(chunked), row_chunks)
+
+
+def _check_placement(inputs: Sequence[Variable], values: Sequence[Any], data: int, where: str) -> None:
+    """The first ``data`` values are dask arrays (the data), the others in memory (parameters and tangents)."""
+    for position, (var, value) in enumerate(zip(inputs, values)):
+        if position < data and not is_dask_array(value):
+            detail = f"data argument {position} ({var.label()}) must be a dask array chunked along its rows"
+            raise node_error(InputError, where, detail)
+        if position >= data and is_dask_array(value):
+            detail = (
+                f"argument {position} ({var.label()}) is a dask array, but only the data may be chunked: parameters "
+                f"and tangents are in memory (compute them first)"
+            )
+            raise node_error(InputError, where, detail)
 
 
 def _check_chunked(var: Variable, array: Any, position: int, where: str) -> None:

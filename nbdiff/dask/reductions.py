@@ -40,9 +40,17 @@ class RowCost:
     """
 
     def __init__(
-        self, terms: Variable, data: list[Variable], params: list[Variable], reduce: str, many: bool, name: str
+        self,
+        terms: Variable,
+        data: list[Variable],
+        params: list[Variable],
+        reduce: str,
+        many: bool,
+        name: str,
+        backend: str,
     ):
         self.terms = terms
+        self.backend = backend
         self.data = data
         self.params = params
         self.reduce = reduce
@@ -57,19 +65,22 @@ class RowCost:
     @cached_property
     def value_function(self) -> Function:
         """The per-chunk function ``(data..., params...) -> [sum of terms]``."""
-        return function([*self.data, *self.params], [self._total], name=f"{self.name}_value")
+        return self._function([*self.data, *self.params], [self._total], "value")
 
     @cached_property
     def gradient_function(self) -> Function:
         """The per-chunk function ``(data..., params...) -> [sum of terms, its gradient per parameter...]``."""
-        return function([*self.data, *self.params], [self._total, *self._gradients], name=f"{self.name}_grad")
+        return self._function([*self.data, *self.params], [self._total, *self._gradients], "grad")
 
     @cached_property
     def hvp_function(self) -> Function:
         """The per-chunk function ``(data..., params..., tangents...) -> [Hessian of the sum times the tangents]``."""
         tangents = [tensor(f"v_{p.name or k}", p.ndim, p.dtype, p.type.shape) for k, p in enumerate(self.params)]
         products = Rop(self._gradients, self.params, tangents)
-        return function([*self.data, *self.params, *tangents], list(products), name=f"{self.name}_hvp")
+        return self._function([*self.data, *self.params, *tangents], list(products), "hvp")
+
+    def _function(self, inputs: list[Variable], outputs: list[Variable], what: str) -> Function:
+        return function(inputs, outputs, backend=self.backend, name=f"{self.name}_{what}")
 
     def value(self, *args: Any) -> Any:
         """The cost: a 0-d dask array."""
@@ -94,8 +105,7 @@ class RowCost:
     def _reduced(self, f: Function, args: Sequence[Any], shapes: list[tuple[int, ...]], what: str) -> list[Any]:
         """Each output of ``f``, summed over the chunks (divided by the rows for a mean), as dask arrays."""
         where = f"row_cost {self.name}.{what}"
-        arguments = split_arguments(f.inputs, args, where)
-        self._check_placement(arguments.chunked, len(args), where)
+        arguments = split_arguments(f.inputs, args, where, data=len(self.data))
         sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
         dtype = np.result_type(*(numpy_dtype(v.dtype) for v in f.outputs))
         packed = _packed_sums(ship(f), arguments, sum(sizes), dtype, f.name or "cost")
@@ -107,22 +117,6 @@ class RowCost:
             results.append(total[offset : offset + size].reshape(shape))
             offset += size
         return results
-
-    def _check_placement(self, chunked: Sequence[int], count: int, where: str) -> None:
-        """Data must come as dask arrays, parameters and tangents in memory."""
-        data = range(len(self.data))
-        for position in data:
-            if position not in chunked:
-                var = self.data[position]
-                detail = f"data argument {position} ({var.label()}) must be a dask array chunked along its rows"
-                raise node_error(InputError, where, detail)
-        for position in chunked:
-            if position not in data:
-                detail = (
-                    f"argument {position} is a dask array, but only the data may be chunked: parameters and "
-                    f"tangents are in memory (compute them first)"
-                )
-                raise node_error(InputError, where, detail)
 
     def _param_shapes(self, args: Sequence[Any]) -> list[tuple[int, ...]]:
         values = args[len(self.data) : len(self.data) + len(self.params)]
@@ -143,12 +137,14 @@ def row_cost(
     params: Variable | Sequence[Variable],
     reduce: str = "mean",
     name: str = "cost",
+    backend: str = "auto",
 ) -> RowCost:
     """A cost ``reduce(terms)`` (``"mean"`` or ``"sum"``) over chunked ``data``, differentiable in ``params``.
 
     ``terms`` is a vector with one entry per row of the data (row ``i``'s term may depend on row ``i`` of every data
     variable and on the parameters, not on other rows). ``params`` may be one variable (gradients come back as one
-    array) or a list (lists come back).
+    array) or a list (lists come back). ``backend`` is the per-chunk functions' (``nd.function``'s) backend; each
+    worker compiles them in the background.
     """
     data_list = list(data) if isinstance(data, (list, tuple)) else [data]
     many = isinstance(params, (list, tuple))
@@ -168,7 +164,7 @@ def row_cost(
     for var in data_list:
         if var.ndim == 0:
             raise node_error(InputError, where, f"data variable {var.label()} is 0-d: it has no rows to chunk")
-    return RowCost(terms, data_list, param_list, reduce, many, name)
+    return RowCost(terms, data_list, param_list, reduce, many, name, backend)
 
 
 def _packed_sums(shipped: ShippedFunction, arguments: Any, length: int, dtype: np.dtype, name: str) -> Any:

@@ -18,6 +18,7 @@ from nbdiff.dask.shipping import local_functions
 from nbdiff.runtime.events import kernel_states
 
 COMPILED_STATES = ("ready", "cached")
+NOTHING_TO_COMPILE = "interpreting (nothing to compile"
 POLL_S = 0.05
 
 
@@ -34,12 +35,16 @@ class StatusRow:
 
     @property
     def compiled(self) -> bool:
-        """The kernel is compiled and the function answers compiled (checked against the interpreter)."""
+        """The kernel is compiled and the function answers compiled (checked against the interpreter), or the
+        function has nothing to compile (NumPy runs each of its ops: a lone matmul, say)."""
+        if self.status.startswith(NOTHING_TO_COMPILE):
+            return True
         return self.status == "compiled" and (not self.kernel or self.state in COMPILED_STATES)
 
 
 class StatusTable:
-    """Rows per worker, function and kernel; ``compiled`` when every function on every worker runs compiled."""
+    """Rows per worker, function and kernel; ``compiled`` when every function on every worker runs compiled (or
+    has nothing to compile)."""
 
     columns = ("worker", "function", "status", "answered", "kernel", "state")
 

@@ -2,15 +2,19 @@
 and against the same computation written by hand with dask.array operations, on 1 and 2 workers.
 
 The workload is the logistic-regression loss and its gradient, ``mean(softplus(X @ w) - y * (X @ w))``, over
-``--rows`` rows of 20 float64 features (default 4e6 rows, 640 MB), written once to disk as a stack of ``.npy``
+``--rows`` rows of 20 float64 features (default 4e6 rows, 641 MiB), written once to disk as a stack of ``.npy``
 chunks (``dask.array.to_npy_stack``) that every task reads memory-mapped, so no worker ever holds the data set:
-each worker's memory limit is ``--memory-limit`` (default 400 MiB). The contestants, checked against each other
+each worker's memory limit is ``--memory-limit`` (default 512 MiB; an idle worker with Numba loaded holds
+about 220 MiB). The contestants, checked against each other
 before they are timed (relative 1e-10):
 
 - NumPy in memory: the whole data set loaded in this process, the loss and gradient written by hand;
 - nbdiff.dask: ``row_cost(...).value_and_grad`` on a ``LocalCluster`` (the workers compile in the background;
   timing starts once ``wait_compiled`` says every worker runs compiled);
 - dask.array by hand: ``Xd @ w``, ``np.logaddexp``, ``Xd.T @ (p - yd)`` on the same cluster and data.
+
+A cluster of one worker and one of two run side by side, and every contestant is timed round-robin (one sample of
+each per round), so the scaling and the ratios come from the same moments of a shared machine.
 
 Run: ``python benchmarks/bench_dask.py`` (``--quick`` for 3 samples instead of 7). Medians of round-robin samples;
 compare the columns of one run (the machine is shared).
@@ -19,9 +23,9 @@ compare the columns of one run (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +37,8 @@ from common import format_seconds, interleaved_many, machine_info
 import nbdiff as nd
 
 FEATURES = 20
-CHUNK_ROWS = 250_000
+CHUNK_ROWS = 125_000
+WORKERS = (1, 2)
 
 
 def write_data(folder: Path, rows: int) -> None:
@@ -73,43 +78,46 @@ def check(label: str, got: tuple[Any, Any], expected: tuple[float, np.ndarray]) 
         raise SystemExit(f"{label}: gradient off by {error:.2e} relative")
 
 
-def run(workers: int, folder: Path, memory_limit: str, repeats: int, in_memory: Callable[[], Any], expected) -> dict:
-    """Medians of the three contestants with ``workers`` worker processes."""
+def start_cluster(workers: int, memory_limit: str, stack: contextlib.ExitStack) -> Any:
+    """A ``LocalCluster`` of ``workers`` single-threaded processes on loopback, and its client."""
     from distributed import Client, LocalCluster
 
-    w = np.linspace(-0.5, 0.5, FEATURES)
-    with (
+    cluster = stack.enter_context(
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its HTTP routes: any free loopback port
             memory_limit=memory_limit,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        Xd, yd = da.from_npy_stack(str(folder / "X")), da.from_npy_stack(str(folder / "y"))
-        cost = nbdiff_cost()
-        nbdiff_call = lambda: dask.compute(*cost.value_and_grad(Xd, yd, w))  # noqa: E731
-        hand_call = lambda: dask.compute(*dask_by_hand(Xd, yd, w))  # noqa: E731
-        check("nbdiff.dask", nbdiff_call(), expected)
-        start = time.perf_counter()
-        table = nd.dask.wait_compiled(client, timeout=300)
-        waited = time.perf_counter() - start
-        if not table.compiled:
-            raise SystemExit(f"the workers did not compile:\n{table}")
-        check("dask.array by hand", hand_call(), expected)
-        samples = {"NumPy in memory": in_memory, "nbdiff.dask": nbdiff_call, "dask.array by hand": hand_call}
-        medians = interleaved_many(samples, repeats)
-        return {"medians": medians, "compile_wait_s": waited}
+        )
+    )
+    return stack.enter_context(Client(cluster, set_as_default=False))
+
+
+def contestants(client: Any, folder: Path, expected: tuple[float, np.ndarray]) -> dict[str, Callable[[], Any]]:
+    """nbdiff.dask and dask.array by hand on ``client``, each checked; the workers compiled before timing."""
+    Xd, yd = da.from_npy_stack(str(folder / "X")), da.from_npy_stack(str(folder / "y"))
+    w = np.linspace(-0.5, 0.5, FEATURES)
+    cost = nbdiff_cost()
+    calls = {
+        "nbdiff.dask": lambda: client.compute(list(cost.value_and_grad(Xd, yd, w)), sync=True),
+        "dask.array by hand": lambda: client.compute(list(dask_by_hand(Xd, yd, w)), sync=True),
+    }
+    for label, call in calls.items():
+        check(label, call(), expected)
+    table = nd.dask.wait_compiled(client, timeout=300)
+    if not table.compiled:
+        raise SystemExit(f"the workers did not compile:\n{table}")
+    return calls
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 samples per timing instead of 7")
     parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--memory-limit", default="400MiB", help="each worker's memory limit")
+    parser.add_argument("--memory-limit", default="512MiB", help="each worker's memory limit")
     parser.add_argument("--json", help="save the figures to this file")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
@@ -125,32 +133,25 @@ def main() -> None:
             f"data: {args.rows:.0e} rows x {FEATURES} float64 = {size_mb:.0f} MiB on disk in {CHUNK_ROWS}-row chunks;"
         )
         print(f"worker memory limit {args.memory_limit}; {machine_info()}")
-        results = {n: run(n, folder, args.memory_limit, repeats, in_memory, expected) for n in (1, 2)}
-    labels = list(results[1]["medians"])
-    print(f"\nfull-batch loss + gradient, median of {repeats} (ratio to NumPy in memory, same run)")
-    print(f"{'':22s}" + "".join(f"{f'{n} worker(s)':>28s}" for n in results))
-    for label in labels:
-        cells = []
-        for n in results:
-            seconds = results[n]["medians"][label]
-            cells.append(f"{format_seconds(seconds)} ({seconds / results[n]['medians']['NumPy in memory']:5.2f}x)")
-        print(f"{label:22s}" + "".join(f"{cell:>28s}" for cell in cells))
+        with contextlib.ExitStack() as stack:
+            samples: dict[str, Callable[[], Any]] = {"NumPy in memory": in_memory}
+            for workers in WORKERS:
+                client = start_cluster(workers, args.memory_limit, stack)
+                for label, call in contestants(client, folder, expected).items():
+                    samples[f"{label}, {workers} worker{'s' if workers > 1 else ''}"] = call
+            medians = interleaved_many(samples, repeats)
+    numpy_s = medians["NumPy in memory"]
+    print(f"\nfull-batch loss + gradient, medians of {repeats} round-robin samples (one run, side by side)")
+    for label, seconds in medians.items():
+        print(f"  {label:32s} {format_seconds(seconds)}   {seconds / numpy_s:5.2f}x NumPy in memory")
     for label in ("nbdiff.dask", "dask.array by hand"):
-        one, two = results[1]["medians"][label], results[2]["medians"][label]
-        print(f"{label}: 2 workers / 1 worker = {two / one:.2f}x the time")
-    print(
-        "nbdiff.dask / dask.array by hand: "
-        + ", ".join(
-            f"{n} worker(s) {r['medians']['nbdiff.dask'] / r['medians']['dask.array by hand']:.2f}x"
-            for n, r in results.items()
-        )
-    )
-    print(
-        "waiting for the workers to compile after the first call: "
-        + ", ".join(f"{n} worker(s) {r['compile_wait_s']:.2f} s" for n, r in results.items())
-    )
+        one, two = medians[f"{label}, 1 worker"], medians[f"{label}, 2 workers"]
+        print(f"  {label}: 2 workers take {two / one:.2f}x the time of 1")
+    for workers in ("1 worker", "2 workers"):
+        ratio = medians[f"nbdiff.dask, {workers}"] / medians[f"dask.array by hand, {workers}"]
+        print(f"  nbdiff.dask / dask.array by hand, {workers}: {ratio:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": args.rows, "results": results, **machine_info()}, indent=2))
+        Path(args.json).write_text(json.dumps({"rows": args.rows, "medians_s": medians, **machine_info()}, indent=2))
 
 
 if __name__ == "__main__":

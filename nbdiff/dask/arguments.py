@@ -27,6 +27,14 @@ class Arguments:
     chunked: tuple[int, ...]
     row_chunks: tuple[int, ...]
 
+    def blockwise_pairs(self) -> list[Any]:
+        """The (argument, index) pairs ``dask.array.blockwise`` takes: a chunked argument with the shared row index
+        (then indices of its own, each one chunk), an in-memory one with ``None`` (passed whole to every task)."""
+        pairs: list[Any] = []
+        for position, value in enumerate(self.values):
+            pairs += [value, _row_index(position, value.ndim) if position in self.chunked else None]
+        return pairs
+
     @property
     def rows(self) -> int:
         return sum(self.row_chunks)
@@ -36,8 +44,7 @@ class Arguments:
         return len(self.row_chunks)
 
 
-def row_index(position: int, ndim: int) -> tuple[str, ...]:
-    """A chunked argument's ``blockwise`` index: the shared row index, then indices of its own (single chunks)."""
+def _row_index(position: int, ndim: int) -> tuple[str, ...]:
     return ("rows", *(f"argument{position}_axis{axis}" for axis in range(1, ndim)))
 
 

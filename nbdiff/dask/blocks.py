@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nbdiff.dask.arguments import Arguments, row_index, split_arguments
+from nbdiff.dask.arguments import Arguments, split_arguments
 from nbdiff.dask.shipping import ShippedFunction, ship
 from nbdiff.errors import GraphError, NbdiffError, ShapeError, node_error
 from nbdiff.function import Function, function
@@ -67,17 +67,11 @@ def chunk_calls(shipped: ShippedFunction, arguments: Arguments, name: str) -> An
     import dask.array as da
     from dask.base import tokenize
 
-    pairs: list[Any] = []
-    for position, value in enumerate(arguments.values):
-        if position in arguments.chunked:
-            pairs += [value, row_index(position, value.ndim)]
-        else:
-            pairs += [value, None]
     token = tokenize(shipped.key, *arguments.values)
     return da.blockwise(
         shipped,
         ("rows",),
-        *pairs,
+        *arguments.blockwise_pairs(),
         name=f"nbdiff-{name}-{token}",
         dtype=object,
         meta=np.empty((0,), dtype=object),

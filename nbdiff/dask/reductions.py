@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nbdiff.dask.arguments import row_index, split_arguments
+from nbdiff.dask.arguments import Arguments, split_arguments
 from nbdiff.dask.blocks import SPLIT_EVERY
 from nbdiff.dask.shipping import ShippedFunction, ship
 from nbdiff.errors import GradientError, InputError, node_error
@@ -167,21 +167,19 @@ def row_cost(
     return RowCost(terms, data_list, param_list, reduce, many, name, backend)
 
 
-def _packed_sums(shipped: ShippedFunction, arguments: Any, length: int, dtype: np.dtype, name: str) -> Any:
+def _packed_sums(shipped: ShippedFunction, arguments: Arguments, length: int, dtype: np.dtype, name: str) -> Any:
     """A dask array of shape (chunks, length): row ``i`` holds chunk ``i``'s outputs, flattened one after another."""
     import dask.array as da
     from dask.base import tokenize
 
-    pairs: list[Any] = [shipped, None, dtype, None]
-    for position, value in enumerate(arguments.values):
-        if position in arguments.chunked:
-            pairs += [value, row_index(position, value.ndim)]
-        else:
-            pairs += [value, None]
     return da.blockwise(
         _chunk_sums,
         ("rows", "packed"),
-        *pairs,
+        shipped,
+        None,
+        dtype,
+        None,
+        *arguments.blockwise_pairs(),
         new_axes={"packed": length},
         adjust_chunks={"rows": 1},
         name=f"nbdiff-{name}-{tokenize(shipped.key, *arguments.values)}",

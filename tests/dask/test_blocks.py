@@ -102,3 +102,25 @@ def test_a_probe_that_fails_names_the_function_and_why():
     f = nd.function([x, w], x * w, backend="numpy", name="scaled")
     with pytest.raises(ShapeError, match=r"map_blocks\(scaled\).*rows of zeros"):
         nd.dask.map_blocks(f, da.ones(10, chunks=5), np.ones(10))  # w is whole, the chunks are not
+
+
+def rosenbrock_value_and_gradient(q: nd.Variable) -> list:
+    cost = (1 - q[0]) ** 2 + 100 * (q[1] - q[0] ** 2) ** 2
+    return [cost, nd.grad(cost, q)]
+
+
+def test_a_sweep_over_a_grid_of_parameters_through_vmap():
+    """``nd.vmap`` makes a function of one parameter vector row-wise in a matrix of them: map_blocks sweeps it."""
+    P = nd.matrix("P", shape=(None, 2))
+    sweep = nd.function([P], nd.vmap(rosenbrock_value_and_gradient)(P), backend="numpy")
+    axis = np.linspace(-2.0, 2.0, 101)
+    grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+    values, gradients = nd.dask.map_blocks(sweep, da.from_array(grid, chunks=(2_000, 2)))
+    assert values.chunks[0] == gradients.chunks[0] == (2_000,) * 5 + (201,) and gradients.shape == (10_201, 2)
+    values, gradients = dask.compute(values, gradients)
+    p = nd.vector("p", shape=(2,))
+    one = nd.function([p], rosenbrock_value_and_gradient(p), backend="numpy")
+    for row in (0, 5_000, 10_200):
+        value, gradient = one(grid[row])
+        assert_close(values[row], value, 1e-12)
+        assert_close(gradients[row], gradient, 1e-12)

@@ -11,7 +11,9 @@ before they are timed (relative 1e-10):
 - NumPy in memory: the whole data set loaded in this process, the loss and gradient written by hand;
 - nbdiff.dask: ``row_cost(...).value_and_grad`` on a ``LocalCluster`` (the workers compile in the background;
   timing starts once ``wait_compiled`` says every worker runs compiled);
-- dask.array by hand: ``Xd @ w``, ``np.logaddexp``, ``Xd.T @ (p - yd)`` on the same cluster and data.
+- dask.array by hand: ``Xd @ w``, ``np.logaddexp``, ``Xd.T @ (p - yd)`` on the same cluster and data;
+- reading the data only (``Xd.sum()`` and ``yd.sum()``): the floor any computation over these chunks pays on the
+  cluster (reading the memory-mapped chunks, scheduling the tasks).
 
 A cluster of one worker and one of two run side by side, and every contestant is timed round-robin (one sample of
 each per round), so the scaling and the ratios come from the same moments of a shared machine.
@@ -107,6 +109,7 @@ def contestants(client: Any, folder: Path, expected: tuple[float, np.ndarray]) -
     }
     for label, call in calls.items():
         check(label, call(), expected)
+    calls["reading the data only"] = lambda: client.compute([Xd.sum(), yd.sum()], sync=True)  # the floor
     table = nd.dask.wait_compiled(client, timeout=300)
     if not table.compiled:
         raise SystemExit(f"the workers did not compile:\n{table}")

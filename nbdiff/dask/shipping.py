@@ -8,7 +8,9 @@ their structural hash, so workers sharing the notebook's file system (and ``NBDI
 them compiled; workers elsewhere warm their own cache.
 
 In the process that shipped the function (the threaded or synchronous scheduler), the original function answers:
-nothing is unpickled or compiled twice there.
+nothing is unpickled or compiled twice there. A worker process uses as many cores as its Dask worker has threads
+(``parallelism.limit_cores``): with one thread per worker, its kernels run serial and its BLAS on one thread, the
+other cores being other workers'.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 import weakref
 from typing import Any
 
+from nbdiff.backends.parallelism import limit_cores
 from nbdiff.function import Function
 
 _LOCK = threading.Lock()
@@ -45,6 +48,8 @@ class ShippedFunction:
         with _LOCK:  # two worker threads meeting the key at once unpickle (and start compiling) once
             found = _UNPICKLED.get(self.key)
             if found is None:
+                if not _UNPICKLED:  # the first function this process unpickles: take the worker's thread budget
+                    limit_cores(worker_threads())
                 found = _UNPICKLED[self.key] = pickle.loads(self.payload)
             return found
 
@@ -71,6 +76,16 @@ def ship(f: Function) -> ShippedFunction:
             shipped = _SHIPPED[f] = ShippedFunction(key, f.name, payload)
             _ORIGINALS[key] = f
         return shipped
+
+
+def worker_threads() -> int | None:
+    """The thread count of the Dask worker running this task; None outside a ``distributed`` worker."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def local_functions() -> dict[str, Function]:

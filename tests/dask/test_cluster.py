@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
+from nbdiff.backends import parallelism
 from tests.dask.workloads import assert_close, in_memory_logistic, logistic_terms, w1_function
 
 pytestmark = pytest.mark.slow
@@ -70,6 +71,9 @@ def test_every_worker_runs_its_kernels_compiled_after_warm_up(client, logistic):
     assert {row.worker for row in grad_rows} == workers
     assert all(row.answered == "cpu" and row.state in ("ready", "cached") for row in grad_rows), str(table)
     assert "logistic_grad" in str(table) and "<table>" in table._repr_html_()
+    # a worker of one thread keeps to one core: no parallel module, whatever the machine's load
+    assert set(client.run(lambda: parallelism.cores_free.cores).values()) == {1}
+    assert set(client.run(parallelism.runs_parallel, 10**8).values()) == {False}
 
 
 def test_a_worker_killed_mid_computation_changes_nothing(client, logistic, tmp_path):

@@ -24,6 +24,7 @@ from nbdiff.errors import GradientError, InputError, node_error
 from nbdiff.function import Function, function
 from nbdiff.gradient import Rop, grad
 from nbdiff.graph.basic import Constant, Variable
+from nbdiff.graph.fgraph import Graph, check_function_inputs
 from nbdiff.graph.types import FLOAT_DTYPES, numpy_dtype
 from nbdiff.ops.reduce import sum as graph_sum
 from nbdiff.variables import tensor
@@ -164,6 +165,7 @@ def row_cost(
     for var in data_list:
         if var.ndim == 0:
             raise node_error(InputError, where, f"data variable {var.label()} is 0-d: it has no rows to chunk")
+    Graph(check_function_inputs([*data_list, *param_list]), [terms])  # a MissingInputError now, not at first use
     return RowCost(terms, data_list, param_list, reduce, many, name, backend)
 
 

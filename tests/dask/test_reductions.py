@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.errors import GradientError, InputError, ShapeError
+from nbdiff.errors import GradientError, InputError, MissingInputError, ShapeError
 from tests.dask.workloads import assert_close, in_memory_logistic, logistic_terms
 
 
@@ -90,3 +90,5 @@ def test_terms_data_and_reduce_are_checked_when_built():
         nd.dask.row_cost(terms, [Xs, ys], ws * 2.0)
     with pytest.raises(InputError, match="no rows"):
         nd.dask.row_cost(terms, [Xs, ys, nd.scalar("s")], ws)
+    with pytest.raises(MissingInputError, match="y"):
+        nd.dask.row_cost(terms, [Xs], ws)  # y is neither data nor a parameter

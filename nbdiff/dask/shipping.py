@@ -42,7 +42,9 @@ class ShippedFunction:
 
     def function(self) -> Function:
         """This process's function for the key: the original where it was shipped from, else unpickled once."""
-        found = _ORIGINALS.get(self.key) or _UNPICKLED.get(self.key)
+        found = _ORIGINALS.get(self.key)
+        if found is None:
+            found = _UNPICKLED.get(self.key)
         if found is not None:
             return found
         with _LOCK:  # two worker threads meeting the key at once unpickle (and start compiling) once

@@ -33,9 +33,12 @@ def load_ipython_extension(ipython) -> None:
 
 
 def __getattr__(name: str):
-    """The widgets (``nd.draw``, ``nd.status_panel``, ``nd.rewrite_stepper``, ``nd.plot``) load on first use (PEP 562),
-    so ``import nbdiff`` imports neither ipywidgets nor matplotlib."""
+    """The widgets (``nd.draw``, ``nd.status_panel``, ``nd.rewrite_stepper``, ``nd.plot``) and ``nd.dask`` load on
+    first use (PEP 562), so ``import nbdiff`` imports neither ipywidgets, matplotlib nor dask."""
     import importlib
+
+    if name == "dask":  # the extra nbdiff[dask]: an ImportError naming it where dask is missing
+        return importlib.import_module("nbdiff.dask")
 
     module = importlib.import_module("nbdiff.widgets")._LAZY.get(name)
     if module is not None:

@@ -78,6 +78,11 @@ class Function:
         self.compile_status.started(compilation)
 
     @property
+    def returns_list(self) -> bool:
+        """Whether a call returns a list of arrays (``outputs`` was a list) rather than one array."""
+        return not self._single
+
+    @property
     def backend(self) -> str:
         """What answered the last call: "numpy" (the interpreter) or the compiled target's name."""
         return self.compile_status.backend

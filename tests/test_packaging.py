@@ -35,7 +35,7 @@ WIDGETS = ["draw", "status_panel", "rewrite_stepper", "plot"]  # loaded on first
 FUNCTION_ATTRIBUTES = ["status", "backend", "wait", "graph", "kernels", "history"]
 VARIABLE_ATTRIBUTES = ["T", "shape", "ndim", "dtype", "astype", "sum", "mean", "max", "min", "prod", "reshape"]
 
-HEAVY_MODULES = ["numba", "IPython", "ipywidgets", "matplotlib"]
+HEAVY_MODULES = ["numba", "IPython", "ipywidgets", "matplotlib", "dask", "distributed"]
 
 
 def run_python(code: str, *flags: str) -> subprocess.CompletedProcess:

@@ -318,12 +318,9 @@ def _analyse(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> Layout |
     if problem is not None:
         return problem
     n = op.n_inputs
-    if len(shapes) != n or any(len(s) != ndim for s, (_, ndim) in zip(shapes, op.input_kinds)):
-        return f"expects {n} inputs of {[ndim for _, ndim in op.input_kinds]} dimensions, got shapes {list(shapes)}"
-    try:
-        types = _replay(op, [TensorType(dtype, shape) for (dtype, _), shape in zip(op.input_kinds, shapes)])
-    except NbdiffError as exc:
-        return f"the members reject these shapes ({exc})"
+    types = _run_time_types(op, shapes)
+    if isinstance(types, str):
+        return types
     loop = types[n].shape
     size = math.prod(loop)
     problem = _shape_problem(op, [t.shape for t in types], loop, size)
@@ -343,6 +340,17 @@ def _analyse(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> Layout |
         outputs=tuple(outputs),
         reduced=tuple(reduction is not None for reduction in op.reductions),
     )
+
+
+def _run_time_types(op: FusedElemwise, shapes: tuple[tuple[int, ...], ...]) -> list[TensorType] | str:
+    """Every reference's type for inputs of these run-time shapes, or why the members reject them."""
+    n = op.n_inputs
+    if len(shapes) != n or any(len(s) != ndim for s, (_, ndim) in zip(shapes, op.input_kinds)):
+        return f"expects {n} inputs of {[ndim for _, ndim in op.input_kinds]} dimensions, got shapes {list(shapes)}"
+    try:
+        return _replay(op, [TensorType(dtype, shape) for (dtype, _), shape in zip(op.input_kinds, shapes)])
+    except NbdiffError as exc:
+        return f"the members reject these shapes ({exc})"
 
 
 def _shape_problem(op: FusedElemwise, shapes: list[tuple[int, ...]], loop: tuple[int, ...], size: int) -> str | None:
@@ -391,3 +399,139 @@ def _placeholder(type_: TensorType) -> Variable:
     var = Variable.__new__(Variable)
     var.type, var.owner, var.index, var.name, var._provenance = type_, None, 0, None, None
     return var
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The rows-of-columns form: a 2-D loop for broadcast reads and partial sums
+# ---------------------------------------------------------------------------------------------------------------
+FULL, COLUMN, ROW, SCALAR = "full", "column", "row", "scalar"  # how the rows form reads an input
+TOTAL = "total"  # a sum over every axis; ROW: over the last axis (one per row); COLUMN: over all but the last
+
+
+@dataclass(frozen=True)
+class RowsForm:
+    """A kernel's loop as ``n_outer`` rows of ``n_inner`` columns (the loop shape's last axis, and the product of
+    the others), fixed by the kernel's structure and its inputs' static shapes.
+
+    ``reads`` pairs each read input with how the loop reads it: ``full`` (the loop's shape: element ``[o, i]``),
+    ``column`` (broadcast along rows, a bias of shape ``(n_inner,)``: read in place at ``[i]``, never copied to the
+    batch's shape), ``row`` (one value per row, shape ``(..., 1)``: ``[o]``) or ``scalar`` (one element).
+    ``sums`` gives per output ``None`` (an elementwise result), ``total``, ``row`` (a trailing sum over the last
+    axis, accumulated per row inside the loop) or ``column`` (a leading sum over every axis but the last, as in a
+    bias gradient: accumulated per column)."""
+
+    ndim: int
+    reads: tuple[tuple[int, str], ...]
+    sums: tuple[str | None, ...]
+
+    @property
+    def broadcasts(self) -> bool:
+        """Whether the form reads an input in place that a flat loop would have to copy, or sums some axes."""
+        return any(kind in (COLUMN, ROW) for _, kind in self.reads) or any(s in (ROW, COLUMN) for s in self.sums)
+
+
+def rows_form(op: FusedElemwise, static_shapes: Sequence[tuple[int | None, ...]]) -> RowsForm | None:
+    """The rows form of ``op`` for inputs of these static shapes (``None`` for unknown sizes); None where the loop
+    has fewer than 2 dimensions, an input broadcasts otherwise than along rows or columns, or a sum reduces other
+    axes than all, the last, or all but the last."""
+    if any(member_kind(member) is None for member, _ in op.program) or not op.program:
+        return None
+    if any(len(shape) > MAX_FUSED_NDIM for shape in static_shapes):
+        return None
+    types = _replay(op, [TensorType(dtype, (None,) * ndim) for dtype, ndim in op.input_kinds])
+    ndim = types[op.n_inputs].ndim
+    if ndim < 2:
+        return None
+    reads = []
+    for r in read_inputs(op):
+        kind = _read_kind(tuple(static_shapes[r]), ndim)
+        if kind is None:
+            return None
+        reads.append((r, kind))
+    sums: list[str | None] = []
+    for ref, reduction in zip(op.results, op.reductions):
+        if types[ref].ndim != ndim:
+            return None
+        if reduction is None:
+            sums.append(None)
+            continue
+        if not isinstance(reduction, Sum):
+            return None
+        axes = tuple(reduction.axes)
+        kind = {tuple(range(ndim)): TOTAL, (ndim - 1,): ROW, tuple(range(ndim - 1)): COLUMN}.get(axes)
+        if kind is None:
+            return None
+        sums.append(kind)
+    return RowsForm(ndim, tuple(reads), tuple(sums))
+
+
+def _read_kind(shape: tuple[int | None, ...], ndim: int) -> str | None:
+    """How the rows form reads an input of this static shape in a loop of ``ndim`` dimensions (None: it cannot)."""
+    if all(d == 1 for d in shape):
+        return SCALAR
+    if len(shape) > ndim:
+        return None
+    if shape[-1] != 1 and all(d == 1 for d in shape[:-1]):
+        return COLUMN
+    if len(shape) == ndim and shape[-1] == 1 and not any(d == 1 for d in shape[:-1]):
+        return ROW
+    if len(shape) == ndim and not any(d == 1 for d in shape):
+        return FULL
+    return None
+
+
+@dataclass(frozen=True)
+class RowsLayout:
+    """How a rows-form kernel runs on inputs of given shapes: the loop's shape, rows and columns, and the
+    interpreter's ``(dtype, shape)`` of each output."""
+
+    loop_shape: tuple[int, ...]
+    n_outer: int
+    n_inner: int
+    outputs: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def size(self) -> int:
+        return self.n_outer * self.n_inner
+
+
+def rows_layout(op: FusedElemwise, form: RowsForm, input_shapes: Sequence[tuple[int, ...]]) -> RowsLayout | str:
+    """The rows layout for these run-time shapes, or why the form does not fit them (an input of another shape
+    than its read kind says: a bias of one element where ``column`` was compiled)."""
+    return _rows_analyse(op, form, tuple(tuple(int(d) for d in shape) for shape in input_shapes))
+
+
+@functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)
+def _rows_analyse(op: FusedElemwise, form: RowsForm, shapes: tuple[tuple[int, ...], ...]) -> RowsLayout | str:
+    """``rows_layout``, cached by the structure, the form and the shapes."""
+    n = op.n_inputs
+    types = _run_time_types(op, shapes)
+    if isinstance(types, str):
+        return types
+    loop = tuple(types[n].shape)
+    if len(loop) != form.ndim:
+        return f"the loop has {len(loop)} dimensions, not {form.ndim}"
+    problem = _shape_problem(op, [t.shape for t in types], loop, math.prod(loop))
+    if problem is not None:
+        return problem
+    n_inner = loop[-1]
+    n_outer = math.prod(loop[:-1])
+    for r, kind in form.reads:
+        if not _fits(shapes[r], kind, loop):
+            return f"input {r} has shape {shapes[r]}, not a {kind} of the loop shape {loop}"
+    outputs = []
+    for ref, reduction in zip(op.results, op.reductions):
+        out = types[ref] if reduction is None else reduction.infer(_placeholder(types[ref]))[0]
+        outputs.append((out.dtype, tuple(out.shape)))
+    return RowsLayout(loop, n_outer, n_inner, tuple(outputs))
+
+
+def _fits(shape: tuple[int, ...], kind: str, loop: tuple[int, ...]) -> bool:
+    """Whether an input of run-time ``shape`` is what its read ``kind`` says in a loop of shape ``loop``."""
+    if kind == SCALAR:
+        return math.prod(shape) == 1
+    if kind == FULL:
+        return shape == loop
+    if kind == ROW:
+        return shape == loop[:-1] + (1,)
+    return len(shape) >= 1 and shape[-1] == loop[-1] and math.prod(shape) == loop[-1]

@@ -32,15 +32,22 @@ from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, read_input
 from nbdiff.backends.compilation import Compilation, CompiledPlan, FaultHook, Module, Unit, gentle_switching
 from nbdiff.backends.cpu_ops import OpKernel, op_kernel
 from nbdiff.backends.cpu_program import Program, program_source
+from nbdiff.backends.cpu_rows import (
+    RowsForm,
+    kernel_form,
+    may_run_parallel,
+    rows_module_name,
+    rows_module_source,
+    rows_recipe,
+    rows_signature,
+)
 from nbdiff.backends.cpu_source import (
     ArgumentRecipe,
     cpu_module_source,
-    kernel_arguments,
     kernel_signature,
     module_name,
     op_module_name,
     op_module_source,
-    shaped_outputs,
 )
 from nbdiff.backends.entry_source import EntryPoint, entry_constants, entry_source, scalar_entry_problem
 from nbdiff.backends.parallelism import PARALLEL_THRESHOLD, blas, runs_parallel
@@ -100,14 +107,22 @@ def graph_units(
     units = []
     for kernel in kernels:
         op = kernel.op
-        if structure_problem(op) is not None:
-            continue  # the interpreter runs it (e.g. a sum over some axes): nothing to compile
-        signature = kernel_signature(op, _static_scalars(kernel))
+        form = kernel_form(op, _static_shapes(kernel))
+        if form is None and structure_problem(op) is not None:
+            continue  # the interpreter runs it (e.g. a sum over axes no loop form reduces): nothing to compile
+        large = _may_be_large(kernel) and (form is None or may_run_parallel(form))
         modules = []
-        for parallel in (False, True) if _may_be_large(kernel) else (False,):
-            source = cpu_module_source(op, parallel=parallel, fastmath=fastmath, math=math)
-            name = module_name(op, parallel=parallel, fastmath=fastmath, math=math)
-            source, name = _with_fault(source, name, _module_fault(fault, parallel), "    for i in")
+        for parallel in (False, True) if large else (False,):
+            if form is None:
+                signature = kernel_signature(op, _static_scalars(kernel))
+                source = cpu_module_source(op, parallel=parallel, fastmath=fastmath, math=math)
+                name = module_name(op, parallel=parallel, fastmath=fastmath, math=math)
+            else:
+                signature = rows_signature(op, form)
+                source = rows_module_source(op, form, parallel=parallel, fastmath=fastmath, math=math)
+                name = rows_module_name(op, form, parallel=parallel, fastmath=fastmath, math=math)
+            anchor = "    for i in" if form is None else "    for o in"
+            source, name = _with_fault(source, name, _module_fault(fault, parallel), anchor)
             modules.append(Module(name, source, "kernel", (signature,)))
         units.append(Unit(kernel.name, modules, kernel=kernel, node=kernel.node))
     units += _op_units(graph, _module_fault(fault, False))
@@ -147,6 +162,11 @@ def _op_units(graph: Graph, fault: str | None) -> list[Unit]:
         )
         units.append(Unit(name, [Module(module, source, "kernel", (spec.signature,))], node=node, op_kernel=spec))
     return units
+
+
+def _static_shapes(kernel: Kernel) -> list[tuple[int | None, ...]]:
+    """The static shapes of the kernel's inputs (``None`` for sizes known only at run time)."""
+    return [tuple(v.type.shape) for v in kernel.inputs]
 
 
 def _static_scalars(kernel: Kernel) -> list[int]:
@@ -204,7 +224,7 @@ def _shift_first_output(source: str) -> str:
     lines = source.splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if stripped.startswith(("out0[i] = ", "sum0[0] = ")):
+        if stripped.startswith(("out0[i] = ", "sum0[0] = ", "out0[o, i] = ", "sum0[o] = ", "sum0[i] = ")):
             lines[i] = line + " + 1"
             break
         if stripped.startswith("return (") and lines[i - 1].startswith("    v"):  # the entry point's return
@@ -222,11 +242,12 @@ class KernelRunner:
     where the kernel refuses a value (a ``domain_checks`` condition held): ``perform`` then raises the
     interpreter's error for the step, naming the member's line."""
 
-    def __init__(self, op: FusedElemwise, serial: Any, parallel: Any | None):
+    def __init__(self, op: FusedElemwise, serial: Any, parallel: Any | None, form: RowsForm | None = None):
         self.op, self.serial, self.parallel = op, serial, parallel
+        self.form = form  # the rows form the modules were generated in (``cpu_rows``); None: the flat loop
         self.modules = [serial] if parallel is None else [serial, parallel]  # the variants, by module position
         self.precision = least_precision(op.value_dtypes())  # the agreement check's tolerance
-        self._recipes: dict[tuple, ArgumentRecipe | None] = {}  # by the inputs' shapes; None: no flat loop fits
+        self._recipes: dict[tuple, Any] = {}  # by the inputs' shapes; None: no loop fits
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         try:
@@ -250,14 +271,19 @@ class KernelRunner:
             self.modules[variant](*args)
         except TypeError:  # no compiled signature for these argument types (and compiling here is disabled)
             return self.op.perform(*arrays)
-        return shaped_outputs(recipe.layout, args)
+        return recipe.shaped(args)
 
-    def _recipe(self, shapes: tuple) -> ArgumentRecipe | None:
-        """The recipe for inputs of these shapes (None when no flat loop fits them), remembered for a few shapes."""
-        try:
-            recipe: ArgumentRecipe | None = ArgumentRecipe(kernel_layout(self.op, shapes))
-        except UnsupportedKernel:
-            recipe = None
+    def _recipe(self, shapes: tuple) -> Any:
+        """The recipe for inputs of these shapes (None when the kernel's loop does not fit them), remembered for a
+        few shapes."""
+        recipe: Any = None
+        if self.form is not None:
+            recipe = rows_recipe(self.op, self.form, shapes)
+        else:
+            try:
+                recipe = ArgumentRecipe(kernel_layout(self.op, shapes))
+            except UnsupportedKernel:
+                pass
         if len(self._recipes) >= RECIPES_PER_KERNEL:
             self._recipes.clear()
         self._recipes[shapes] = recipe
@@ -269,8 +295,11 @@ class KernelRunner:
 
     def call_arguments(self, inputs: Sequence[np.ndarray], variant: int) -> tuple[list, list[int]]:
         """For a reproducer of module ``variant``: the call's arguments and the output positions."""
-        layout, arguments = kernel_arguments(self.op, inputs)
-        return arguments, list(range(len(arguments) - len(layout.outputs), len(arguments)))
+        recipe = self._recipe(tuple([a.shape for a in inputs]))
+        if recipe is None:
+            raise UnsupportedKernel(f"fused kernel {self.op.kernel_name}: no loop fits these inputs")
+        arguments = recipe.arguments(inputs)
+        return arguments, list(range(len(arguments) - len(recipe.buffers), len(arguments)))
 
 
 class OpRunner:
@@ -303,6 +332,10 @@ class OpRunner:
         return finish()
 
     def sum_scales(self, inputs: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[float | None]:
+        """A sum's tolerance scales with its terms' magnitudes (``OpKernel.sums``); other outputs' with their own."""
+        if self.spec.sums:
+            with np.errstate(all="ignore"):
+                return [float(np.nansum(np.abs(inputs[0]), dtype=np.float64))] * len(expected)
         return [None] * len(expected)
 
     def call_arguments(self, inputs: Sequence[np.ndarray], variant: int) -> tuple[list, list[int]]:
@@ -520,7 +553,8 @@ def _kernel_runner(unit: Unit) -> KernelRunner | OpRunner:
     if unit.op_kernel is not None:
         return OpRunner(unit.node.op, unit.op_kernel, serial)  # type: ignore[union-attr]
     parallel = unit.modules[1].dispatcher if len(unit.modules) > 1 else None
-    return KernelRunner(unit.kernel.op, serial, parallel)  # type: ignore[union-attr]
+    kernel = unit.kernel
+    return KernelRunner(kernel.op, serial, parallel, kernel_form(kernel.op, _static_shapes(kernel)))  # type: ignore[union-attr]
 
 
 def import_numba_gently() -> None:

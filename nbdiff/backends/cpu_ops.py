@@ -11,6 +11,7 @@ agreement check compares the kernel with it, and ``perform`` runs the inputs the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -30,12 +31,21 @@ class OpKernel:
     ``source`` defines ``kernel(*inputs, *outputs)``, writing every output into a preallocated array;
     ``argument_types`` are Numba's type strings for its parameters in order (``"float32[:, ::1]"``, ``"int64[::1]"``);
     ``arguments(arrays)`` gives the call's arguments (output buffers included) and a function returning the op's
-    outputs once the kernel has run, or None when this call's inputs do not fit (``perform`` runs then)."""
+    outputs once the kernel has run, or None when this call's inputs do not fit (``perform`` runs then).
+
+    For the whole-plan entry point (``cpu_program``): ``entry(inputs, outputs)`` gives the kernel's argument
+    expressions from the names of the node's inputs and outputs there (C-contiguous arrays of the node's ranks and
+    shapes; None: no step form), and ``fits(input_shapes)`` why the kernel does not run inputs of these shapes
+    (None when it does). ``sums``: each output is a sum of the input's elements (the agreement check scales its
+    tolerance by their magnitudes)."""
 
     name: str
     source: str
     argument_types: tuple[str, ...]
     arguments: Callable[[Sequence[np.ndarray]], Arguments | None]
+    entry: Callable[[Sequence[str], Sequence[str]], list[str]] | None = None
+    fits: Callable[[Sequence[tuple[int, ...]]], str | None] = lambda shapes: None
+    sums: bool = False
 
     @property
     def signature(self) -> str:
@@ -87,7 +97,7 @@ def _log_softmax_take(node: Apply) -> OpKernel | None:
     if op.axis != x.ndim - 1 or not is_float(x.dtype) or node.inputs[1].dtype != "int64":
         return None
     types = (f"{x.dtype}[:, ::1]", "int64[::1]", f"{x.dtype}[::1]", f"{x.dtype}[:, ::1]")
-    return OpKernel(op.name, _LOG_SOFTMAX_TAKE, types, _log_softmax_take_arguments)
+    return OpKernel(op.name, _LOG_SOFTMAX_TAKE, types, _log_softmax_take_arguments, _picked_entry, _one_per_row_fits)
 
 
 @register(LogSoftmaxTakeGrad)
@@ -99,7 +109,36 @@ def _log_softmax_take_grad(node: Apply) -> OpKernel | None:
         return None
     dtype = probabilities.dtype
     types = (f"{dtype}[:, ::1]", "int64[::1]", f"{dtype}[::1]", f"{dtype}[:, ::1]")
-    return OpKernel(op.name, _LOG_SOFTMAX_TAKE_GRAD, types, _log_softmax_take_grad_arguments)
+    return OpKernel(op.name, _LOG_SOFTMAX_TAKE_GRAD, types, _log_softmax_take_grad_arguments, _picked_entry, _grad_fits)
+
+
+def rows_expression(name: str) -> str:
+    """In generated code: the C-contiguous array ``name`` as 2-D rows of its last axis (a view)."""
+    return f"{name}.reshape((-1, {name}.shape[-1]))"
+
+
+def _picked_entry(inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
+    """The cross-entropy pair's arguments in the entry point: rows, flat indices (and seeds), rows or flat outputs."""
+    rows, indices, *rest = inputs
+    flat = [f"{name}.ravel()" for name in rest]
+    shaped = [rows_expression(name) if k == len(outputs) - 1 else f"{name}.ravel()" for k, name in enumerate(outputs)]
+    return [rows_expression(rows), f"{indices}.ravel()", *flat, *shaped]
+
+
+def _one_per_row_fits(shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """Why the cross-entropy kernels do not run these shapes: one index per slice of a non-empty ``x``."""
+    x, indices = shapes[0], shapes[1]
+    if indices != x[:-1] + (1,) or math.prod(x) == 0:
+        return f"indices of shape {indices} are not one per slice of a non-empty {x}"
+    return None
+
+
+def _grad_fits(shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """``_one_per_row_fits``, and a gradient of one element or one per slice (the kernel reads it flat)."""
+    problem = _one_per_row_fits(shapes)
+    if problem is None and math.prod(shapes[2]) != 1 and shapes[2] != shapes[1]:
+        return f"a gradient of shape {shapes[2]} is neither one value nor one per slice"
+    return problem
 
 
 # The cross-entropy pair: one pass per slice of the last axis, the same arithmetic as ``perform`` (the slice
@@ -133,7 +172,7 @@ _LOG_SOFTMAX_TAKE_GRAD = """\
 def kernel(probabilities, indices, g, out):
     rows, classes = probabilities.shape
     for r in range(rows):
-        scale = g[r]
+        scale = g[r] if g.size == rows else g[0]  # one per slice, or one for all
         for c in range(classes):
             out[r, c] = probabilities[r, c] * -scale
         i = indices[r] + classes if indices[r] < 0 else indices[r]

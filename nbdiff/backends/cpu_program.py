@@ -27,12 +27,17 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
 
+from nbdiff.backends import cpu_row_ops  # noqa: F401  (registers the row-wise op kernels with cpu_ops)
 from nbdiff.backends.codegen import (
     DOMAIN_ERROR,
+    FULL,
+    SCALAR,
+    RowsForm,
     UnsupportedKernel,
     domain_checks,
     dtype_constructor,
@@ -40,17 +45,21 @@ from nbdiff.backends.codegen import (
     module_definitions,
     output_dtypes,
     read_inputs,
+    rows_layout,
     scalar_body,
     structure_problem,
     value_name,
 )
+from nbdiff.backends.cpu_ops import op_kernel
+from nbdiff.backends.cpu_rows import kernel_form, rows_function
 from nbdiff.backends.cpu_source import FASTMATH_FLAGS, GENERATOR_VERSION, MODULE_IMPORTS, accumulates, numba_type_name
 from nbdiff.backends.vmath import ACCUMULATE
 from nbdiff.graph.basic import Apply, Constant, Variable
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.types import TensorType, is_float
 from nbdiff.ops.broadcast import SumToLike
-from nbdiff.ops.fused import FusedElemwise
+from nbdiff.ops.elemwise import Elemwise
+from nbdiff.ops.fused import FusedElemwise, Instruction, member_kind
 from nbdiff.ops.linalg import MatMul, MatrixTranspose
 from nbdiff.ops.reduce import ReducedSize, Sum
 from nbdiff.ops.shape import ExpandDims, Reshape, Squeeze, Transpose
@@ -114,7 +123,9 @@ def program_source(graph: Graph, *, fastmath: bool, parallel_threshold: int, mat
     functions: list[str] = []
     body: list[str] = []
     for k, node in enumerate(graph.nodes):
-        form = STEP_FORMS.get(type(node.op))
+        form = STEP_FORMS.get(Elemwise if isinstance(node.op, Elemwise) else type(node.op))
+        if form is None and op_kernel(node) is not None:
+            form = OP_KERNEL_FORM
         if form is None:
             raise UnsupportedKernel(f"{node.op.name} has no compiled form in a whole-plan entry point")
         for var in node.outputs:
@@ -192,6 +203,9 @@ def _emit_fused(program: Program, node: Apply, k: int, functions: list[str], fla
     """A fused kernel: a module-level loop function ``loop<k>`` (serial: loops from ``threshold`` elements take
     the mixed plan's parallel module instead, see ``frame_for``), called with flat views of its arrays."""
     op: FusedElemwise = node.op  # type: ignore[assignment]
+    form = kernel_form(op, [tuple(v.type.shape) for v in node.inputs])
+    if form is not None:
+        return _emit_rows(program, node, k, functions, flags, threshold, form)
     problem = structure_problem(op)
     if problem is not None:
         raise UnsupportedKernel(f"fused kernel {op.kernel_name}: {problem}")
@@ -219,6 +233,78 @@ def _emit_fused(program: Program, node: Apply, k: int, functions: list[str], fla
         arguments.append(f"{name}.ravel()[0]" if r in scalars else f"{name}.ravel()")
     arguments += [f"{program.names[id(v)]}.ravel()" for v in node.outputs]
     return [f"    loop{k}({', '.join(arguments)})"]
+
+
+def _emit_rows(
+    program: Program, node: Apply, k: int, functions: list[str], flags: str, threshold: int, form: RowsForm
+) -> list[str]:
+    """A fused kernel in the rows form (``cpu_rows``): a module-level loop ``loop<k>(n_outer, n_inner, ...)``, its
+    full inputs and elementwise outputs as 2-D views, columns, rows and sums flat, scalars as values."""
+    op: FusedElemwise = node.op  # type: ignore[assignment]
+    functions += rows_function(op, form, f"loop{k}", False, flags, program.math)
+    inputs = [node.inputs[r] for r in range(op.n_inputs)]
+
+    def layout(shapes: dict[int, tuple[int, ...]]) -> object:
+        return rows_layout(op, form, [shapes[id(v)] for v in inputs])
+
+    def check(shapes: dict[int, tuple[int, ...]]) -> str | None:
+        found = layout(shapes)
+        if isinstance(found, str):
+            return f"kernel {op.kernel_name}: {found}"
+        if found.size >= threshold:  # type: ignore[attr-defined]
+            return f"kernel {op.kernel_name} loops over {found.size} elements: its parallel module runs it"  # type: ignore[attr-defined]
+        return None
+
+    program.checks.append(check)
+    outer = program.parameter(lambda shapes: layout(shapes).n_outer)  # type: ignore[attr-defined]
+    inner = program.parameter(lambda shapes: layout(shapes).n_inner)  # type: ignore[attr-defined]
+    rows = f"({outer}, {inner})"
+    arguments = [outer, inner]
+    for r, kind in form.reads:
+        name = _contiguous(program, inputs[r])
+        if kind == SCALAR:
+            arguments.append(f"{name}.ravel()[0]")
+        else:
+            arguments.append(f"{name}.reshape({rows})" if kind == FULL else f"{name}.ravel()")
+    for var, kind in zip(node.outputs, form.sums):
+        name = program.names[id(var)]
+        arguments.append(f"{name}.reshape({rows})" if kind is None else f"{name}.ravel()")
+    return [f"    loop{k}({', '.join(arguments)})"]
+
+
+def _emit_op_kernel(program: Program, node: Apply, k: int, functions: list[str], *_: object) -> list[str]:
+    """An op with a CPU kernel of its own (``cpu_ops``) that has an entry form: its kernel as a module-level
+    function ``op<k>``, called with the arguments its ``entry`` spells; ``fits`` checked per signature."""
+    spec = op_kernel(node)
+    if spec is None or spec.entry is None:
+        raise UnsupportedKernel(f"{node.op.name} has no compiled form in a whole-plan entry point")
+    functions += ['@numba.njit(cache=True, error_model="numpy")', spec.source.replace("def kernel(", f"def op{k}(", 1)]
+    functions += ["", ""]
+    inputs = list(node.inputs)
+    program.checks.append(lambda shapes: spec.fits([shapes[id(v)] for v in inputs]))
+    names = [_contiguous(program, v) for v in inputs]
+    outputs = [program.names[id(v)] for v in node.outputs]
+    return [f"    op{k}({', '.join(spec.entry(names, outputs))})"]
+
+
+def _emit_elemwise(
+    program: Program, node: Apply, k: int, functions: list[str], flags: str, threshold: int
+) -> list[str]:
+    """A lone elementwise node (fusion leaves one without a partner or a bias in its own step): emitted as a fused
+    kernel of that one member."""
+    if member_kind(node.op) != "elemwise" or len(node.outputs) != 1:
+        raise UnsupportedKernel(f"{node.op.name} has no compiled form in a whole-plan entry point")
+    n = len(node.inputs)
+    op = FusedElemwise(
+        input_kinds=tuple((v.dtype, v.ndim) for v in node.inputs),
+        program=(Instruction(node.op, tuple(range(n))),),
+        results=(n,),
+        reductions=(None,),
+        member_provenance=(node.provenance,),
+        kernel_name=node.op.name,
+    )
+    alone = SimpleNamespace(op=op, inputs=node.inputs, outputs=node.outputs)
+    return _emit_fused(program, alone, k, functions, flags, threshold)  # type: ignore[arg-type]
 
 
 def _static_size_one(var: Variable) -> bool:
@@ -317,14 +403,20 @@ def _emit_sum_to_like(program: Program, node: Apply, *_: object) -> list[str]:
     program.checks.append(
         lambda shapes: None if shapes[id(g)] == shapes[id(like)] else f"sum_to_like sums {shapes[id(g)]}"
     )
+    positions = [j for j, v in enumerate(program.outputs) if v is out]
+    if positions:  # a graph output (a bias gradient after its sum): copied into the output's array
+        _bind(program, out, f"o{positions[0]}", "C")
+        return [f"    o{positions[0]}.ravel()[:] = {_contiguous(program, g)}.ravel()"]
     _bind(program, out, program.names[id(g)], program.layouts[id(g)])
     return []
 
 
-def _emit_sum(program: Program, node: Apply, k: int, *_: object) -> list[str]:
+def _emit_sum(program: Program, node: Apply, k: int, functions: list[str], *_: object) -> list[str]:
     """A sum over every axis: one loop, float32 accumulating in float64 as the fused kernels' sums do."""
     op: Sum = node.op  # type: ignore[assignment]
     (x,), (out,) = node.inputs, node.outputs
+    if tuple(op.axes) != tuple(range(x.ndim)) and op_kernel(node) is not None:
+        return _emit_op_kernel(program, node, k, functions)  # a sum per row or per column
     if tuple(op.axes) != tuple(range(x.ndim)) or op.keepdims or out.dtype not in ("float32", "float64", "int64"):
         raise UnsupportedKernel(f"{op.name} over axes {op.axes} of a {x.ndim}-d value has no compiled form")
     accumulator = "float64" if out.dtype == "float32" else out.dtype
@@ -347,6 +439,7 @@ def _emit_reduced_size(program: Program, node: Apply, *_: object) -> list[str]:
 
 STEP_FORMS: dict[type, StepForm] = {
     FusedElemwise: StepForm(True, _emit_fused),
+    Elemwise: StepForm(True, _emit_elemwise),
     MatMul: StepForm(True, _emit_matmul),
     MatrixTranspose: StepForm(False, _emit_transpose),
     Transpose: StepForm(False, _emit_transpose),
@@ -357,6 +450,9 @@ STEP_FORMS: dict[type, StepForm] = {
     Sum: StepForm(True, _emit_sum),
     ReducedSize: StepForm(True, _emit_reduced_size),
 }
+
+
+OP_KERNEL_FORM = StepForm(True, _emit_op_kernel)  # any op with an entry form in ``cpu_ops``
 
 
 # ---------------------------------------------------------------------------------------------------------------

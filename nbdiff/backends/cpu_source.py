@@ -243,6 +243,10 @@ class ArgumentRecipe:
             for (dtype, _), reduced in zip(layout.outputs, layout.reduced)
         ]
 
+    def shaped(self, args: Sequence[object]) -> tuple[np.ndarray, ...]:
+        """The output buffers of a call with these arguments, reshaped to the interpreter's shapes."""
+        return shaped_outputs(self.layout, args)
+
     def arguments(self, arrays: Sequence[np.ndarray]) -> list[object]:
         """The kernel's arguments for ``arrays`` (of this recipe's shapes), output buffers last."""
         args: list[object] = [self.size]

@@ -49,6 +49,17 @@ class CoresFree:
         self._free = True
         self._cores = cores()
 
+    @property
+    def cores(self) -> int:
+        """The cores this process uses: those it may run on, or fewer after ``limit``."""
+        return self._cores
+
+    def limit(self, count: int | None) -> None:
+        """Use at most ``count`` of this process's cores (None: all it may run on), read again at once."""
+        with self._lock:
+            self._cores = cores() if count is None else max(1, min(cores(), count))
+            self._checked = -LOAD_CHECK_SECONDS
+
     def __call__(self) -> bool:
         now = time.monotonic()
         if now - self._checked < LOAD_CHECK_SECONDS:
@@ -61,6 +72,13 @@ class CoresFree:
 
 
 cores_free = CoresFree()
+
+
+def limit_cores(count: int | None) -> None:
+    """Give this process ``count`` cores (None: every core it may run on). A Dask worker with one thread per
+    process is given one: its parallel modules and BLAS calls then stay on that thread, as Dask keeps a worker's
+    OpenMP and BLAS threads to one, instead of competing with the other workers for the cores."""
+    cores_free.limit(count)
 
 
 def runs_parallel(size: int) -> bool:

@@ -21,6 +21,7 @@ from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.compilation import CompiledPlan, Unit
 from nbdiff.backends.cpu_program import Frame, Program, frame_for
 from nbdiff.backends.parallelism import blas
+from nbdiff.ops.broadcast import SumToLike
 from nbdiff.ops.fused import FusedElemwise
 from nbdiff.ops.linalg import MatMul
 from nbdiff.ops.reduce import Sum
@@ -131,10 +132,16 @@ class ProgramRunner:
         return results, None
 
     def _disagreement(self, frame: Frame, interpreter: Plan, arrays: Sequence[np.ndarray]) -> str | None:
-        """Why the entry point's outputs for ``arrays`` disagree with the interpreter's (None when they agree), with a
-        reproducer of the call."""
+        """Why the entry point's outputs for ``arrays`` disagree with the mixed plan's (None when they agree), with a
+        reproducer of the call.
+
+        The reference is the interpreter's plan run with the mixed plan's compiled steps, each of which the mixed
+        plan's own check held to its ``perform`` on the interpreter's inputs: the entry point runs the same compiled
+        loops and op kernels, so it must give their values, while the interpreter's own can differ by an ulp per
+        step (a compiled ``exp``) and a cancellation downstream turns that into a relative difference of any size
+        (the gradient of ``sum(softmax(x))``, zero in exact arithmetic)."""
         values: dict[int, np.ndarray] = {}
-        expected = interpreter.with_performers(_recorders(interpreter, values)).run(arrays)
+        expected = interpreter.with_performers(_recorders(interpreter, values, self.mixed.runners)).run(arrays)
         outputs = [np.empty(shape, dtype) for shape, dtype in frame.outputs]
         arguments = [_plain(a) for a in arrays] + [*self.constants, *frame.tail, *outputs]
         try:
@@ -171,14 +178,17 @@ def _plain(array: np.ndarray) -> np.ndarray:
     return np.array(array, order="C")
 
 
-def _recorders(interpreter: Plan, values: dict[int, np.ndarray]) -> dict[int, Any]:
-    """Performers that run each node's ``perform`` and keep its inputs' values by variable id (for the scales)."""
+def _recorders(interpreter: Plan, values: dict[int, np.ndarray], runners: dict[int, Any]) -> dict[int, Any]:
+    """Performers that run each node's compiled runner (its ``perform`` where it has none) and keep its inputs'
+    values by variable id (for the scales)."""
 
     def recording(node: Any) -> Any:
+        run = runners.get(id(node), node.op.perform)
+
         def perform(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
             for var, value in zip(node.inputs, inputs):
                 values[id(var)] = value
-            return node.op.perform(*inputs)
+            return run(*inputs)
 
         return perform
 
@@ -199,6 +209,8 @@ def _output_scale(var: Any, values: dict[int, np.ndarray]) -> float | None:
                 return None
             terms = FusedElemwise(op.input_kinds, op.program, op.results, (None,) * len(op.results)).perform(*inputs)
             return float(np.nansum(np.abs(terms[var.index]), dtype=np.float64))
+        if isinstance(node.op, SumToLike):  # a bias gradient: the scale of the sum it reshapes
+            return _output_scale(node.inputs[0], values)
         if isinstance(node.op, Sum):
             return float(np.nansum(np.abs(inputs[0]), dtype=np.float64))
         if isinstance(node.op, MatMul):

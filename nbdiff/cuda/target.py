@@ -22,6 +22,7 @@ Importing this module imports nothing of numba; the target imports ``numba.cuda`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -103,14 +104,20 @@ def _counted(seen: dict[str, int], name: str) -> str:
 
 
 def _with_fault(source: str, name: str, fault: str | None) -> tuple[str, str]:
-    """The module text with the injected fault (a test hook) under a name of its own, so no cache is shared."""
+    """The module text with the injected fault (a test hook: the kernel's first output is made wrong, whether it is
+    written per element or summed by blocks) under a name of its own, so no cache is shared."""
     if fault is None:
         return source, name
     lines = source.splitlines()
     for i, line in enumerate(lines):
-        if line.strip().startswith("out0[i] = "):
+        if re.match(r"\s*out0\[i\] = ", line):  # an elementwise output: one more than the interpreter's
             lines[i] = line + " + 1"
             break
+        if re.match(r"\s*cuda\.atomic\.add\(sum0, 0, .*\)$", line):  # a summed output: each block adds one more
+            lines[i] = line[:-1] + " + 1)"
+            break
+    else:
+        raise ValueError(f"inject_fault({fault!r}): kernel {name} writes no output this hook knows how to change")
     return "\n".join(lines) + "\n", f"{name}_fault_{fault.replace('-', '_')}"
 
 

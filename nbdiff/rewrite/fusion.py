@@ -26,11 +26,12 @@ from nbdiff.graph.dims import Size, broadcasts_into
 from nbdiff.graph.fgraph import Graph
 from nbdiff.graph.provenance import Provenance, inherit
 from nbdiff.graph.traversal import paused_gc
+from nbdiff.graph.types import is_float
 from nbdiff.ops.broadcast import SumToLike
 from nbdiff.ops.elemwise import Elemwise
 from nbdiff.ops.fused import MAX_FUSED_NDIM, FusedElemwise, Instruction, member_kind
 from nbdiff.ops.reduce import Sum
-from nbdiff.rewrite.engine import RewriteResult, rebuild
+from nbdiff.rewrite.engine import RewriteResult, apply_rules, rebuild, rule
 from nbdiff.rewrite.history import RuleFiring
 from nbdiff.rewrite.pipeline import Pass, register_pass
 from nbdiff.rewrite.shapes import ShapeFacts
@@ -276,9 +277,16 @@ class _Grouper:
 
 
 def _worth_a_kernel(group: _Group) -> bool:
-    """At least one elementwise op, and more than one member (a lone elementwise node only with a sum)."""
+    """At least one elementwise op, and more than one member (a lone elementwise node only with a sum), or a lone
+    elementwise node that broadcasts an array along leading axes (a bias added to a batch): a compiled loop reads
+    the bias in place, where NumPy's step is the only one left between two matmuls."""
     has_elemwise = any(isinstance(node.op, Elemwise) for node in group.members)
-    return has_elemwise and len(group.members) >= 2
+    if not has_elemwise:
+        return False
+    if len(group.members) >= 2:
+        return True
+    (node,) = group.members
+    return any(0 < var.ndim < node.outputs[0].ndim for var in node.inputs)
 
 
 def _sink_private_tails(
@@ -450,7 +458,28 @@ def _unit_order(graph: Graph, unit_of: dict[int, object], unit_inputs: dict[int,
     return order
 
 
+@rule(SumToLike)
+def sum_to_like_leading(node: Apply, facts: ShapeFacts) -> Variable | None:
+    """sum_to_like(g, like) -> sum_to_like(sum(g, leading axes), like) when g has more axes than like"""
+    # The axes broadcasting added in front are summed whatever the shapes; as a plain sum of a fused member's value
+    # they join its kernel (a bias gradient accumulated per column, ``backends/cpu_rows.py``), leaving a
+    # ``sum_to_like`` over the axes ``like`` may have broadcast, which is a no-op at run time in the usual case.
+    g, like = node.inputs
+    lead = g.ndim - like.ndim
+    if lead <= 0 or not is_float(g.dtype) or facts.same(g, like):
+        return None
+    return SumToLike()(Sum(tuple(range(lead)), False)(g), like)
+
+
 def fuse(graph: Graph) -> RewriteResult:
+    """Split ``sum_to_like`` (``sum_to_like_leading``), then replace each worthwhile group of ``graph`` by one fused
+    node; record one firing per split and per kernel."""
+    split = apply_rules(graph, [sum_to_like_leading])
+    fused = _fuse(split.graph)
+    return RewriteResult(fused.graph, split.firings + fused.firings)
+
+
+def _fuse(graph: Graph) -> RewriteResult:
     """Replace each worthwhile group of ``graph`` by one fused node; record one firing per kernel."""
     with paused_gc():
         grouper = _Grouper(graph)

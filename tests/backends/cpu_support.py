@@ -39,13 +39,14 @@ def as_list(results: Any) -> list[np.ndarray]:
     return list(results) if isinstance(results, (list, tuple)) else [results]
 
 
-def assert_agrees(got: Any, expected: Any, what: str = "") -> None:
+def assert_agrees(got: Any, expected: Any, what: str = "", scales: Sequence[float | None] | None = None) -> None:
     """``got`` has the interpreter's dtypes and shapes and its values within ``nbdiff.backends.agreement``'s
-    tolerance; every output is a NumPy array."""
+    tolerance (``scales``: the magnitude each output's rounding error scales with, where not its own); every output
+    is a NumPy array."""
     got, expected = as_list(got), as_list(expected)
     for j, value in enumerate(got):
         assert isinstance(value, np.ndarray), f"{what} output {j} is a {type(value).__name__}, not an array"
-    problem = outputs_disagreement(expected, got)
+    problem = outputs_disagreement(expected, got, scales)
     assert problem is None, f"{what}: {problem}"
 
 

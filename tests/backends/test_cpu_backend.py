@@ -19,7 +19,7 @@ import pytest
 
 import nbdiff as nd
 from nbdiff.backends import cache, compilation, cpu
-from nbdiff.backends.cpu import plan_units
+from nbdiff.backends.cpu import PROGRAM, plan_units
 from nbdiff.errors import BackendError, InputError, ShapeError
 from nbdiff.function import UNCHECKED
 from nbdiff.runtime.events import ENTRY_POINT
@@ -97,12 +97,12 @@ def test_status_events_and_backend_through_a_cold_compile():
 
 def test_nothing_to_compile_is_final_at_once():
     x = nd.matrix("x", shape=(3, 4))
-    f = nd.function([x], nd.sum(x, axis=1), backend="cpu")  # one reduction: NumPy's, no fused kernel
+    f = nd.function([x], nd.max(x, axis=1), backend="cpu")  # one reduction: NumPy's, no fused kernel
     status = f.wait(WAIT)
     assert status.startswith("interpreting (nothing to compile"), status
     assert f.events == []
     value = np.arange(12.0).reshape(3, 4)
-    np.testing.assert_array_equal(f(value), value.sum(axis=1))
+    np.testing.assert_array_equal(f(value), value.max(axis=1))
     assert f.backend == "numpy"
 
 
@@ -172,22 +172,22 @@ def test_a_different_constant_loads_the_same_kernel_from_the_cache():
 
 FRESH_PROCESS = """
 import json, sys
-from time import perf_counter
 import numpy as np
 from tests.backends.cpu_support import chain
 import nbdiff as nd
+from numba.core import event as numba_event
 from nbdiff.backends import worker
 
 x = nd.vector("x", shape=(5,))
 y = chain(x * 1.5, int(sys.argv[1]))
 f = nd.function([x], [y, nd.grad(nd.sum(y), x)], backend="cpu")
-start = perf_counter()
-f(np.linspace(-1.0, 1.0, 5))
-status = f.wait(60)
-compiled_after = perf_counter() - start
-f(np.linspace(-1.0, 1.0, 5))
+with numba_event.install_recorder("numba:compile") as compiles:
+    f(np.linspace(-1.0, 1.0, 5))
+    status = f.wait(60)
+    f(np.linspace(-1.0, 1.0, 5))
 states = [e.state for e in f.events]
-report = {"status": status, "seconds": compiled_after, "backend": f.backend, "states": states}
+compiled = sorted({data["dispatcher"].py_func.__name__ for _, event in compiles.buffer for data in [event.data]})
+report = {"status": status, "backend": f.backend, "states": states, "numba_compiled": compiled}
 print(json.dumps({**report, "worker": worker._worker is not None}))
 """
 
@@ -205,8 +205,8 @@ def test_a_fresh_process_loads_the_kernels_from_the_disk_cache():
     assert report["states"] == ["cached", "cached"], report  # the kernel and the whole-plan entry point
     assert not report["worker"], "the fresh process started a compile worker"
     assert (report["status"], report["backend"]) == ("compiled", "cpu"), report
-    # Loading imports Numba (~0.5 s alone) and each kernel from Numba's cache (ms): about 1 s on a busy machine.
-    assert report["seconds"] < 2.5, f"compiled {report['seconds']:.2f} s after the first call"
+    # Numba's own cache answered too: it compiled nothing in this process (a miss would be seconds of LLVM work).
+    assert report["numba_compiled"] == [], report
 
 
 def test_the_cache_folder_is_the_one_in_force_where_the_function_was_created(tmp_path):
@@ -434,7 +434,8 @@ def test_integer_boolean_size_one_and_large_inputs():
     f = mixed_function()
     reference = mixed_function("numpy")
     assert f.wait(WAIT) == UNCHECKED
-    assert all(len(unit.modules) == 2 for unit in plan_units(f, False, None)), "expected parallel variants"
+    units = [unit for unit in plan_units(f, False, None) if unit.name != PROGRAM]  # the entry point is serial
+    assert all(len(unit.modules) == 2 for unit in units), "expected parallel variants"
     x, n, b, s = mixed_arguments(7)
     cases = {
         "the agreement check": (x, n, b, s),

@@ -33,6 +33,20 @@ def test_a_reading_of_the_load_is_kept_for_a_while(monkeypatch):
     assert free() and free(), "the load was read twice within LOAD_CHECK_SECONDS"
 
 
+def test_a_process_limited_to_one_core_runs_no_parallel_module(monkeypatch):
+    """``limit_cores(1)`` (a Dask worker of one thread) keeps a process off the other cores at any load."""
+    monkeypatch.setattr(parallelism, "load_average", lambda: 0.1)
+    monkeypatch.setattr(parallelism, "cores", lambda: 2)
+    free = CoresFree()
+    assert free()
+    free.limit(1)
+    assert not free() and free.cores == 1
+    free.limit(8)  # more than there are: the cores there are
+    assert free()
+    free.limit(None)
+    assert free()
+
+
 def recording_runner() -> tuple[KernelRunner, list[str]]:
     """A runner of a real kernel whose serial and parallel modules only record that they ran."""
     x = nd.vector("x")

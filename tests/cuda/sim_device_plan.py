@@ -251,6 +251,18 @@ def test_a_wrong_cuda_kernel_is_caught_by_the_agreement_check():
     assert f.backend == "numpy"
 
 
+def test_a_wrong_summed_output_is_caught_too():
+    """The hook changes a kernel whose first output is a block-reduced sum (its atomic add), not only ``out0[i]``."""
+    x = nd.vector("x")
+    cost = nd.sum(nd.tanh(x) * 2.0)
+    with inject_fault("wrong-values"):
+        f = nd.function([x], [cost, nd.grad(cost, x)], backend="cuda")
+    assert f.wait() == "compiled (unchecked)"
+    a = np.linspace(-1.0, 1.0, 9)
+    np.testing.assert_allclose(f(a)[0], np.sum(np.tanh(a) * 2.0))  # the interpreter's answer
+    assert f.status.startswith("fallback: kernel k0 disagrees with the interpreter: output 0"), f.status
+
+
 def test_device_inputs_and_outputs_through_nd_function():
     graph_inputs, graph_outputs = mlp_variables()
     arrays = mlp_arrays(np.random.default_rng(8))

@@ -88,6 +88,7 @@ class Program:
     names: dict[int, str] = field(default_factory=dict)  # value id -> its name in the entry's code
     layouts: dict[int, str] = field(default_factory=dict)  # value id -> "C" or "F" (views of C arrays)
     math: str = "nbdiff"  # the fused loops' math library (``vmath`` or libm), as in ``cpu_source``
+    fused: list[FusedElemwise] = field(default_factory=list)  # every loop's kernel (a lone elementwise node's too)
 
     def parameter(self, value: Parameter) -> str:
         """The code reading a new parameter."""
@@ -148,9 +149,8 @@ def program_source(graph: Graph, *, fastmath: bool, parallel_threshold: int, mat
         *body,
         "    return None",
     ]
-    fused = [node.op for node in graph.nodes if isinstance(node.op, FusedElemwise)]
-    extra = [ACCUMULATE] if any(accumulates(op, False, math) for op in fused) else []
-    definitions = module_definitions(fused, math, extra, fastmath)
+    extra = [ACCUMULATE] if any(accumulates(op, False, math) for op in program.fused) else []
+    definitions = module_definitions(program.fused, math, extra, fastmath)  # what the loops call
     code = "\n".join([*MODULE_IMPORTS, "", ""] + definitions + functions + entry) + "\n"
     digest = hashlib.sha256(code.encode()).hexdigest()[:20]
     program.name = f"nbdiff_program_{digest}_v{GENERATOR_VERSION}"
@@ -211,6 +211,7 @@ def _emit_fused(program: Program, node: Apply, k: int, functions: list[str], fla
         raise UnsupportedKernel(f"fused kernel {op.kernel_name}: {problem}")
     scalars = tuple(r for r in read_inputs(op) if _static_size_one(node.inputs[r]))
     functions += _loop_function(op, f"loop{k}", flags, scalars, program.math)
+    program.fused.append(op)
     inputs = [node.inputs[r] for r in range(op.n_inputs)]
 
     def check(shapes: dict[int, tuple[int, ...]]) -> str | None:
@@ -242,6 +243,7 @@ def _emit_rows(
     full inputs and elementwise outputs as 2-D views, columns, rows and sums flat, scalars as values."""
     op: FusedElemwise = node.op  # type: ignore[assignment]
     functions += rows_function(op, form, f"loop{k}", False, flags, program.math)
+    program.fused.append(op)
     inputs = [node.inputs[r] for r in range(op.n_inputs)]
 
     def layout(shapes: dict[int, tuple[int, ...]]) -> object:

@@ -149,7 +149,7 @@ def program_source(graph: Graph, *, fastmath: bool, parallel_threshold: int, mat
         *body,
         "    return None",
     ]
-    extra = [ACCUMULATE] if any(accumulates(op, False, math) for op in program.fused) else []
+    extra = [ACCUMULATE] if any(accumulates(op, math) for op in program.fused) else []
     definitions = module_definitions(program.fused, math, extra, fastmath)  # what the loops call
     code = "\n".join([*MODULE_IMPORTS, "", ""] + definitions + functions + entry) + "\n"
     digest = hashlib.sha256(code.encode()).hexdigest()[:20]
@@ -345,7 +345,7 @@ def _loop_function(op: FusedElemwise, name: str, flags: str, scalars: Sequence[i
     for j, (ref, reduction) in enumerate(zip(op.results, op.reductions)):
         if reduction is None:
             lines.append(f"        out{j}[i] = {value_name(ref, n)}")
-        elif accumulates(op, False, math, dtypes[j]):
+        elif accumulates(op, math, dtypes[j]):
             lines.append(
                 f"        acc{j} = {ACCUMULATE}(acc{j}, {dtype_constructor(accumulators[j])}({value_name(ref, n)}))"
             )

@@ -7,8 +7,9 @@ kernel's structure and the three options (``module_name`` names it by ``op.struc
 module written once is reused, with Numba's disk cache, for every kernel of that structure whatever its constants'
 values. Under ``math="nbdiff"`` (the default) the scalar body calls the vectorisable functions of
 ``nbdiff.backends.vmath``, whose text the module then contains, and a serial loop's trailing sums add with
-``bits.accumulate`` (reassociable), so LLVM vectorises the loop; a ``prange`` loop keeps ``+=``, the form Numba's
-parallel reductions recognise.
+``bits.accumulate`` (reassociable), so LLVM vectorises the loop. A parallel module with sums runs ``prange`` over
+blocks of ``SUM_BLOCK`` elements, each block a serial (vectorised) loop with its own accumulators, and adds the
+blocks' partial sums at the end: a ``prange`` reduction's ``+=`` would keep the loop scalar.
 
 The calling convention (``run_compiled`` implements it) is written into each module's docstring:
 ``CALLING_CONVENTION`` below.
@@ -40,8 +41,10 @@ from nbdiff.backends.cpu_ops import OpKernel
 from nbdiff.backends.vmath import ACCUMULATE
 from nbdiff.ops.fused import FusedElemwise
 
+SUM_BLOCK = 8192  # elements per parallel block of a kernel with sums: enough for vector loops, 13+ blocks at 1e5
+
 MODULE_IMPORTS = ("import math", "", "import numba", "import numpy as np")  # what every generated module imports
-GENERATOR_VERSION = 4  # part of every module's name: a changed generator never reuses an old module or its cache
+GENERATOR_VERSION = 5  # part of every module's name: a changed generator never reuses an old module or its cache
 # ``fastmath=True`` enables these LLVM flags: everything but "nnan" and "ninf", so NaN and infinity keep their
 # meaning (maximum, minimum and clip propagate NaN as NumPy does; ``x != x`` is not folded away).
 FASTMATH_FLAGS = ("afn", "arcp", "contract", "nsz", "reassoc")
@@ -79,10 +82,11 @@ def cpu_module_source(op: FusedElemwise, *, parallel: bool, fastmath: bool, math
     return "\n".join(_header(op, parallel, fastmath, math) + _kernel_lines(op, parallel, fastmath, math)) + "\n"
 
 
-def accumulates(op: FusedElemwise, parallel: bool, math: str, dtype: str | None = None) -> bool:
-    """Whether the kernel's float sums (the one of output ``dtype``, or any) add with ``vmath.ACCUMULATE``: in
-    serial loops under ``math="nbdiff"`` (integer sums vectorise as they are: their adds are associative)."""
-    if math != "nbdiff" or parallel:
+def accumulates(op: FusedElemwise, math: str, dtype: str | None = None) -> bool:
+    """Whether the kernel's float sums (the one of output ``dtype``, or any) add with ``vmath.ACCUMULATE``: under
+    ``math="nbdiff"``, in the serial loop or each parallel block's (integer sums vectorise as they are: their adds
+    are associative)."""
+    if math != "nbdiff":
         return False
     dtypes = output_dtypes(op)
     floats = [d for d, r in zip(dtypes, op.reductions) if r is not None and d.startswith("float")]
@@ -120,7 +124,7 @@ def _header(op: FusedElemwise, parallel: bool, fastmath: bool, math: str) -> lis
         "    return lambda a, i: a",
         "",
         "",
-        *module_definitions([op], math, [ACCUMULATE] if accumulates(op, parallel, math) else [], fastmath),
+        *module_definitions([op], math, [ACCUMULATE] if accumulates(op, math) else [], fastmath),
     ]
 
 
@@ -132,37 +136,51 @@ def _kernel_lines(op: FusedElemwise, parallel: bool, fastmath: bool, math: str) 
     inputs = [f"in{r}" for r in read_inputs(op)]
     outputs = [f"out{j}" if reduction is None else f"sum{j}" for j, reduction in enumerate(op.reductions)]
     flags = "{" + ", ".join(f'"{flag}"' for flag in FASTMATH_FLAGS) + "}" if fastmath else "False"
-    loop = "numba.prange" if parallel else "range"
+    checks = domain_checks(op, math)
+    blocked = parallel and bool(sums)
     lines = [
         f'@numba.njit(cache=True, parallel={parallel}, fastmath={flags}, error_model="numpy")',
         f"def kernel({', '.join(['n'] + inputs + outputs)}):",
     ]
-    lines += [f"    acc{j} = {dtype_constructor(accumulator)}(0)" for j, (_, accumulator) in sums.items()]
-    checks = domain_checks(op, math)
-    if checks:
-        lines.append("    outside = np.int64(0)")
-    lines.append(f"    for i in {loop}(n):")
-    lines += [f"        {value_name(r, n)} = _at(in{r}, i)" for r in read_inputs(op)]
-    lines += ["        " + line for line in scalar_body(op, math)]
+    counters = [f"acc{j} = {dtype_constructor(accumulator)}(0)" for j, (_, accumulator) in sums.items()]
+    counters += ["outside = np.int64(0)"] if checks else []
+    if blocked:  # each block's sums in a serial inner loop, which vectorises; then the blocks' partial sums
+        lines.append(f"    blocks = (n + {SUM_BLOCK - 1}) // {SUM_BLOCK}")
+        lines += [f"    part{j} = np.zeros(blocks, {dtype_constructor(a)})" for j, (_, a) in sums.items()]
+        lines += ["    outside_blocks = np.zeros(blocks, np.int64)"] if checks else []
+        lines.append("    for b in numba.prange(blocks):")
+        lines += ["        " + line for line in counters]
+        lines.append(f"        for i in range(b * {SUM_BLOCK}, min(n, (b + 1) * {SUM_BLOCK})):")
+    else:
+        lines += ["    " + line for line in counters]
+        lines.append(f"    for i in {'numba.prange' if parallel else 'range'}(n):")
+    indent = "            " if blocked else "        "
+    loop: list[str] = [f"{value_name(r, n)} = _at(in{r}, i)" for r in read_inputs(op)]
+    loop += scalar_body(op, math)
     if checks:  # counted, not raised in the loop: a raise inside prange would make the loop serial
-        lines.append(f"        outside += np.int64({' or '.join(checks)})")
+        loop.append(f"outside += np.int64({' or '.join(checks)})")
     for j, (ref, reduction) in enumerate(zip(op.results, op.reductions)):
         if reduction is None:
-            lines.append(f"        out{j}[i] = {value_name(ref, n)}")
+            loop.append(f"out{j}[i] = {value_name(ref, n)}")
         else:
             value = f"{dtype_constructor(sums[j][1])}({value_name(ref, n)})"
-            lines.append(_accumulation(j, value, accumulates(op, parallel, math, dtypes[j])))
-    lines += [f"    sum{j}[0] = {dtype_constructor(dtype)}(acc{j})" for j, (dtype, _) in sums.items()]
+            loop.append(_accumulation(j, value, accumulates(op, math, dtypes[j])))
+    lines += [indent + line for line in loop]
+    total, outside = ("part{}.sum()", "outside_blocks.sum()") if blocked else ("acc{}", "outside")
+    if blocked:
+        lines += [f"        part{j}[b] = acc{j}" for j in sums]
+        lines += ["        outside_blocks[b] = outside"] if checks else []
+    lines += [f"    sum{j}[0] = {dtype_constructor(dtype)}({total.format(j)})" for j, (dtype, _) in sums.items()]
     if checks:
-        lines += ["    if outside:", f"        raise ValueError({DOMAIN_ERROR!r})"]
+        lines += [f"    if {outside}:", f"        raise ValueError({DOMAIN_ERROR!r})"]
     return lines
 
 
 def _accumulation(j: int, value: str, reassociable: bool) -> str:
-    """The loop line adding ``value`` to sum ``j``: with ``accumulate`` where ``reassociable``."""
+    """The loop statement adding ``value`` to sum ``j``: with ``accumulate`` where ``reassociable``."""
     if reassociable:
-        return f"        acc{j} = {ACCUMULATE}(acc{j}, {value})"
-    return f"        acc{j} += {value}"
+        return f"acc{j} = {ACCUMULATE}(acc{j}, {value})"
+    return f"acc{j} += {value}"
 
 
 def _accumulator_dtype(dtype: str) -> str:

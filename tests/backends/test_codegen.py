@@ -24,7 +24,7 @@ import pytest
 
 import nbdiff as nd
 from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, scalar_body, supports, why_unsupported
-from nbdiff.backends.cpu_source import cpu_module_source, module_name, run_compiled
+from nbdiff.backends.cpu_source import SUM_BLOCK, cpu_module_source, module_name, run_compiled
 from nbdiff.backends.vmath import SIN_COS_LIMIT
 from nbdiff.errors import DTypeError
 from nbdiff.graph.basic import registered_ops
@@ -145,9 +145,11 @@ def test_empty_and_tiny_loops(compiled, n):
     check_function(compiled, w1_function(), [sample("float64", n)])
 
 
-def test_w1_in_parallel_agrees(compiled):
+@pytest.mark.parametrize("n", [0, 1, SUM_BLOCK - 1, SUM_BLOCK, SUM_BLOCK + 1, 200_001])
+def test_w1_in_parallel_agrees(compiled, n):
+    """The parallel module sums in blocks of ``SUM_BLOCK``: none, one partial, exactly one, a ragged last one."""
     f = w1_function()
-    check_function(compiled, f, [sample("float64", 200_001, seed=3)], parallel=True)
+    check_function(compiled, f, [sample("float64", n, seed=3)], parallel=True)
 
 
 def test_float32_kernels_stay_float32():

@@ -6,8 +6,8 @@
 - ``codegen``: target-neutral. From a ``FusedElemwise`` op to the scalar body of its loop (one typed assignment
   per member), and the run-time layout a flat-loop kernel needs (``supports``, ``kernel_layout``).
 - ``cache`` (module files, markers, reproducers), ``worker`` (the compile process), ``agreement`` (tolerances).
-- ``vmath`` (with ``vmath_source`` and ``bits``): nbdiff's vectorisable math, whose text CPU kernels include under
-  ``math="nbdiff"`` so LLVM vectorises their loops.
+- ``vmath`` (with ``vmath_source`` and ``bits``): nbdiff's vectorisable math, which CPU kernels call under
+  ``math="nbdiff"`` so LLVM vectorises their loops, from one library module per cache folder (``vmath_library``).
 - The CPU target: ``cpu`` (``CpuTarget``, its runners), ``cpu_source`` (the Numba CPU module text around the
   scalar body), ``entry_source`` (a whole function of scalars), ``cpu_ops`` (kernels of ops that are not
   elementwise, per op class), ``numba_loading`` (loading from Numba's cache).

@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nbdiff.backends import vmath
+from nbdiff.backends import vmath, vmath_library
 from nbdiff.errors import BackendError, NbdiffError
 from nbdiff.graph.basic import Op, Variable
 from nbdiff.graph.types import SUPPORTED_DTYPES, TensorType, is_float, is_integer
@@ -124,11 +124,12 @@ def module_definitions(
     ops: Sequence[FusedElemwise], math: str = "libm", extra: Sequence[str] = (), fastmath: bool = False
 ) -> list[str]:
     """The module-level lines the members of ``ops`` need (a user-defined op's ``numba.njit`` function, a foreign
-    function's binding: ``module_code()``; under ``math="nbdiff"`` the ``vmath`` functions they call and the
-    ``extra`` ones, such as ``vmath.ACCUMULATE``; for a kernel compiled with ``fastmath`` flags, not inlined into
-    it: ``vmath.definitions``), each block once, in first-use order. Emitted after the imports, so
-    a kernel module reaches every function its scalar body calls from its own text (the worker imports it from
-    disk)."""
+    function's binding: ``module_code()``; under ``math="nbdiff"`` the binding of the ``vmath`` functions they
+    call and the ``extra`` ones, such as ``vmath.ACCUMULATE``, from the library module shared by every kernel of
+    the folder (``vmath_library``; for a kernel compiled with ``fastmath`` flags, the library whose functions are
+    not inlined into it: ``vmath.definitions``), each block once, in first-use order. Emitted after the imports, so
+    a kernel module reaches every function its scalar body calls from its own text and the library beside it (the
+    worker imports it from disk)."""
     blocks: list[tuple[str, ...]] = []
     for op in ops:
         for member, _ in op.program:
@@ -136,7 +137,8 @@ def module_definitions(
             block = tuple(code()) if code is not None else ()
             if block and block not in blocks:
                 blocks.append(block)
-    lines = vmath.definitions(vmath_names(ops, math) + list(extra), inline=not fastmath) if math == "nbdiff" else []
+    names = vmath_names(ops, math) + list(extra) if math == "nbdiff" else []
+    lines = vmath_library.binding_lines(names, inline=not fastmath)
     return lines + [line for block in blocks for line in (*block, "", "")]
 
 

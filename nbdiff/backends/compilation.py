@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from nbdiff.backends import cache
+from nbdiff.backends import cache, vmath_library
 from nbdiff.backends.agreement import outputs_disagreement
 from nbdiff.backends.worker import BackgroundThread
 from nbdiff.config import options
@@ -106,7 +106,15 @@ class Module:
         """A reproducer folder of this module in ``root``'s reproducers/ (``cache.write_reproducer``)."""
         folder = cache.reproducers_directory(root)
         return cache.write_reproducer(
-            folder, self.name, self.source, arguments, expected, reason, self.signatures, outputs, self.function
+            folder,
+            self.name,
+            vmath_library.standalone(self.source),
+            arguments,
+            expected,
+            reason,
+            self.signatures,
+            outputs,
+            self.function,
         )
 
     def reproducer_note(

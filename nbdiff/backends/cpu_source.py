@@ -44,7 +44,7 @@ from nbdiff.ops.fused import FusedElemwise
 SUM_BLOCK = 8192  # elements per parallel block of a kernel with sums: enough for vector loops, 13+ blocks at 1e5
 
 MODULE_IMPORTS = ("import math", "", "import numba", "import numpy as np")  # what every generated module imports
-GENERATOR_VERSION = 5  # part of every module's name: a changed generator never reuses an old module or its cache
+GENERATOR_VERSION = 6  # part of every module's name: a changed generator never reuses an old module or its cache
 # ``fastmath=True`` enables these LLVM flags: everything but "nnan" and "ninf", so NaN and infinity keep their
 # meaning (maximum, minimum and clip propagate NaN as NumPy does; ``x != x`` is not folded away).
 FASTMATH_FLAGS = ("afn", "arcp", "contract", "nsz", "reassoc")

@@ -70,6 +70,17 @@ def function_name(name: str, dtype: str) -> str:
     return f"vm_{name}_{DTYPE_SUFFIX[dtype]}"
 
 
+def all_names() -> list[str]:
+    """Every function a kernel may call (each ``function_name`` and ``ACCUMULATE``): a shared library's contents."""
+    return [function_name(name, dtype) for name in MATH_FUNCTIONS for dtype in DTYPE_SUFFIX] + [ACCUMULATE]
+
+
+def check_name(name: str) -> None:
+    """``KeyError`` unless ``name`` is a function of the vmath text."""
+    if name not in _blocks():
+        raise KeyError(f"vmath has no function {name!r}")
+
+
 def definitions(names: Iterable[str], inline: bool = True) -> list[str]:
     """The module lines defining the functions ``names`` (as ``function_name`` gives them, or ``ACCUMULATE``) and
     everything they call, in source order, after the imports the bit intrinsics need; none for no names.
@@ -87,8 +98,7 @@ def definitions(names: Iterable[str], inline: bool = True) -> list[str]:
         name = pending.pop()
         if name in wanted:
             continue
-        if name not in blocks:
-            raise KeyError(f"vmath has no function {name!r}")
+        check_name(name)
         wanted.add(name)
         pending += blocks[name][1]
     if not wanted:

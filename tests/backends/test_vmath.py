@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.backends import vmath
+from nbdiff.backends import cache, vmath, vmath_library
 from nbdiff.backends.cpu import plan_units
 from nbdiff.backends.cpu_source import cpu_module_source, module_name
 from nbdiff.config import option_context
@@ -143,6 +144,74 @@ def test_fused_kernel_module_vectorises(tmp_path):
         del sys.modules[name]
 
 
+def kernel_module(folder, graph_outputs, parallel: bool = False, fastmath: bool = False):
+    """The first fused kernel of ``graph_outputs`` (inputs, outputs) written to ``folder`` and imported as nbdiff
+    imports kernel modules (``cache.import_module_from``)."""
+    (kernel, *_) = kernels_of(nd.function(*graph_outputs, backend="numpy").graph)
+    name = module_name(kernel.op, parallel=parallel, fastmath=fastmath)
+    path = cache.write_module(folder, name, cpu_module_source(kernel.op, parallel=parallel, fastmath=fastmath))
+    return cache.import_module_from(path, name)
+
+
+def test_kernel_modules_share_one_compiled_library(tmp_path):
+    """Kernel modules bind their vmath functions from one library module beside them (defining none themselves),
+    so Numba compiles each function once per process whichever kernels call it: here exp, for two kernels."""
+    folder = cache.private_folder(tmp_path / "kernels")
+    x = nd.vector("x")
+    first = kernel_module(folder, ([x], [nd.sum(nd.exp(x) * x)]))
+    second = kernel_module(folder, ([x], [nd.exp(-x) + x]))  # exp alone: a one-name binding
+    for module in (first, second):
+        text = open(module.__file__).read()
+        assert "_vmath_functions(__file__" in text and "def vm_" not in text
+    assert first.vm_exp_f64 is second.vm_exp_f64
+    values = np.linspace(-2, 2, 100)
+    total = np.zeros(1)
+    first.kernel(100, values, total)
+    out = np.empty(100)
+    second.kernel(100, values, out)
+    np.testing.assert_allclose(total[0], np.sum(np.exp(values) * values), rtol=1e-13)
+    np.testing.assert_allclose(out, np.exp(-values) + values, rtol=1e-15)
+    assert len(first.vm_exp_f64.overloads) == 1
+    libraries = [p.name for p in folder.iterdir() if p.name.startswith(vmath_library.LIBRARY_PREFIX)]
+    assert libraries == [vmath_library.library_name(True) + ".py"]
+
+
+def test_a_fastmath_kernel_uses_the_library_without_forced_inlining(tmp_path):
+    """A kernel with fast-math flags binds from the other library, whose softplus is not inlined into its IR."""
+    folder = cache.private_folder(tmp_path / "kernels")
+    x = nd.vector("x")
+    module = kernel_module(folder, ([x], [nd.softplus(x) * 3]), fastmath=True)
+    assert vmath_library.library_name(False) in open(module.__file__).read()
+    assert 'inline="always"' not in vmath_library.library_source(False)
+    assert 'inline="always"' in vmath_library.library_source(True)
+    values = np.linspace(-30, 30, 50)
+    out = np.empty(50)
+    module.kernel(50, values, 3.0, out)
+    np.testing.assert_allclose(out, np.logaddexp(0, values) * 3, rtol=1e-12)
+
+
+def test_a_standalone_module_defines_what_it_called_from_the_library(tmp_path):
+    """A reproducer's text (``standalone``) defines the functions in place of the binding and imports no nbdiff;
+    it runs in a fresh interpreter that cannot import nbdiff."""
+    x = nd.vector("x")
+    (kernel,) = kernels_of(nd.function([x], [nd.sum(nd.tanh(x) + nd.softplus(x))], backend="numpy").graph)
+    source = cpu_module_source(kernel.op, parallel=False, fastmath=False)
+    text = vmath_library.standalone(source)
+    assert "nbdiff" not in text.replace("nbdiff.backends.cpu_source", "").split('"""', 2)[2]
+    assert "def vm_tanh_f64" in text and "def vm_softplus_f64" in text and "def accumulate" in text
+    script = tmp_path / "kernel.py"
+    script.write_text(text + "\nv = np.linspace(-3, 3, 7)\nt = np.zeros(1)\nkernel(7, v, t)\nprint(float(t[0]))\n")
+    done = subprocess.run([sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=120, check=True)
+    v = np.linspace(-3, 3, 7)
+    assert float(done.stdout) == pytest.approx(np.sum(np.tanh(v) + np.logaddexp(0, v)), rel=1e-13)
+
+
+def test_a_kernel_naming_an_unknown_library_fails_to_import_with_the_reason(tmp_path):
+    folder = cache.private_folder(tmp_path / "kernels")
+    with pytest.raises(ImportError, match="no vmath library nbdiff_vmath_0000.*another version of nbdiff"):
+        vmath_library.functions(str(folder / "nbdiff_kernel_x.py"), "nbdiff_vmath_0000", ("vm_exp_f64",))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_compiled_kernel_agrees_with_interpreter(dtype):
     """A fused kernel using every function (and its gradient) under math="nbdiff" passes the agreement check and
@@ -199,8 +268,8 @@ def test_fastmath_kernel_agrees_with_interpreter():
     survive ``reassoc``), so W1's fast-math kernel still agrees with the interpreter."""
     x, y, g = w1_graph("float64")
     (kernel,) = kernels_of(nd.function([x], [nd.softplus(x) * 2 + x], backend="numpy").graph)
-    assert 'inline="always"' not in cpu_module_source(kernel.op, parallel=False, fastmath=True)
-    assert 'inline="always"' in cpu_module_source(kernel.op, parallel=False, fastmath=False)
+    assert vmath_library.library_name(False) in cpu_module_source(kernel.op, parallel=False, fastmath=True)
+    assert vmath_library.library_name(True) in cpu_module_source(kernel.op, parallel=False, fastmath=False)
     f = nd.function([x], [y, g], backend="cpu", fastmath=True)
     xv = np.random.default_rng(4).uniform(-2, 2, 5_000)
     f(xv)

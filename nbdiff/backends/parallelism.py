@@ -11,17 +11,17 @@ elements for W1 and never for a cheap kernel up to 1e6.
 this process may run on) spent busy, from ``/proc/stat``, less this process's own CPU time (``os.times``, all its
 threads), over the interval since the previous reading, in cores; the cores are free while that is below
 ``OTHERS_LIMIT_CORES`` and this process has more than one core. The one-minute load average, the rule before, counts
-this process's own threads too: in ``benchmarks/bench_cpu.py`` (nbdiff beside PyTorch's OpenMP pool, JAX's pool and
-spinning OpenBLAS threads in one process) it called an otherwise idle machine busy, and nbdiff's BLAS ran on one thread
-while NumPy's ran on two. Others' use is compared in cores, not as a share of them: each of the parallel loop's threads
-waits for any core the others take, so the barrier waits grow with the others' cores, however many cores there are.
-``OTHERS_LIMIT_CORES`` is half a core, measured on the 2-core machine otherwise idle (a one-off measurement, 2026: a
-Numba ``prange`` loop of exp*sin over 3e5 float64 against its serial loop, and W2's first matmul with OpenBLAS on 2
-threads against 1, beside a child process busy a given share of each 10 ms; the others' cores as read here): at 0.0-0.43
-cores the parallel loop took 2.5-2.7 ms against the serial 5.1 ms, at 0.59-0.60 it took 5.4-6.6 ms, and from 0.76 up
-6.5-8.0 ms, slower than serial; the matmul's median stayed 0.35 ms on 2 threads (0.56 ms on one) but its slowest call
-grew from 1 ms (idle) to 10-28 ms from 0.76 cores. Steal time counts as the others' (the hypervisor ran something else
-on the core); the compile worker is a child process and counts as another process (it takes a core while it compiles).
+this process's own threads too (PyTorch's OpenMP pool, JAX's pool and spinning OpenBLAS threads when
+``benchmarks/bench_cpu.py`` loads them beside nbdiff), so it can call a machine busy that only this process keeps busy.
+Others' use is compared in cores, not as a share of them: each of the parallel loop's threads waits for any core the
+others take, so the barrier waits grow with the others' cores, however many cores there are. ``OTHERS_LIMIT_CORES`` is
+half a core, measured on the 2-core machine otherwise idle (a one-off measurement, 2026: a Numba ``prange`` loop of
+exp*sin over 3e5 float64 against its serial loop, and W2's first matmul with OpenBLAS on 2 threads against 1, beside a
+child process busy a given share of each 10 ms; the others' cores as read here): at 0.0-0.43 cores the parallel loop
+took 2.5-2.7 ms against the serial 5.1 ms, at 0.59-0.60 it took 5.4-6.6 ms, and from 0.76 up 6.5-8.0 ms, slower than
+serial; the matmul's median stayed 0.35 ms on 2 threads (0.56 ms on one) but its slowest call grew from 1 ms (idle) to
+10-28 ms from 0.76 cores. Steal time counts as the others' (the hypervisor ran something else on the core); the compile
+worker is a child process and counts as another process (it takes a core while it compiles).
 
 The machine is read at most once per ``LOAD_CHECK_SECONDS`` (one small file read). The first reading has no interval
 to measure over, and where ``/proc/stat`` cannot be read (not Linux) there is none ever: then the load-average rule

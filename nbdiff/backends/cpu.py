@@ -26,6 +26,7 @@ import numpy as np
 from nbdiff.backends import (
     cpu_scan,  # registers the Scan kernel with cpu_ops; runs loops over compiled bodies
     numba_loading,
+    numpy_blas,
 )
 from nbdiff.backends.agreement import least_precision, outputs_disagreement
 from nbdiff.backends.codegen import UnsupportedKernel, kernel_layout, read_inputs, structure_problem
@@ -133,9 +134,12 @@ def graph_units(
 
 def _program_unit(graph: Graph, fastmath: bool, fault: str | None, math: str) -> list[Unit]:
     """The whole-plan entry point (``cpu_program``) as an optional unit beside the kernels, where every step has a
-    compiled form (matmul needs SciPy, through which Numba calls BLAS); none otherwise."""
-    if any(isinstance(node.op, MatMul) for node in graph.nodes) and importlib.util.find_spec("scipy") is None:
-        return []
+    compiled form (a matmul needs NumPy's own CBLAS, ``numpy_blas``, or else SciPy, through which Numba calls
+    BLAS); none otherwise."""
+    products = [node for node in graph.nodes if isinstance(node.op, MatMul)]
+    if any(numpy_blas.gemm_symbol(node.outputs[0].dtype) is None for node in products):
+        if importlib.util.find_spec("scipy") is None:
+            return []
     try:
         program = program_source(graph, fastmath=fastmath, parallel_threshold=PARALLEL_THRESHOLD, math=math)
     except UnsupportedKernel:

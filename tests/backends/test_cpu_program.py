@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nbdiff as nd
-from nbdiff.backends import cpu, cpu_program
+from nbdiff.backends import cpu, cpu_program, numpy_blas
 from nbdiff.backends.compilation import CompiledPlan
 from nbdiff.backends.cpu import PROGRAM, inject_fault, plan_units
 from nbdiff.backends.program_runner import ProgramRunner
@@ -43,8 +43,45 @@ def test_a_function_of_matmuls_and_kernels_has_a_whole_plan_unit():
     units = plan_units(layer("numpy"), False, None)
     assert [u.name for u in units][-1] == PROGRAM
     (module,) = units[-1].modules
-    assert "np.dot(" in module.source and "def entry(" in module.source
+    assert "def entry(" in module.source
     assert units[-1].optional
+
+
+def test_products_call_numpys_own_blas_where_it_has_a_cblas_gemm(monkeypatch):
+    """One BLAS thread pool in the process: the entry point's products call NumPy's bundled CBLAS by name; where
+    NumPy has none, they stay ``np.dot`` (SciPy's BLAS through Numba)."""
+    if numpy_blas.gemm_symbol("float64") is None:
+        pytest.skip("this NumPy bundles no ILP64 CBLAS (a NumPy built on a system BLAS)")
+    (module,) = plan_units(layer("numpy"), False, None)[-1].modules
+    assert f"{numpy_blas.gemm_symbol('float64')}" in module.source and "np.dot(" not in module.source
+    monkeypatch.setattr(numpy_blas, "gemm_symbol", lambda dtype: None)
+    (module,) = plan_units(layer("numpy"), False, None)[-1].modules
+    assert "np.dot(" in module.source and "numpy_gemm" not in module.source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_products_of_every_layout_and_rank_equal_numpys(dtype):
+    """Row-major and transposed matrices, rows and columns from vectors, a dot of two vectors: NumPy's values."""
+    m, k, n = 5, 7, 3
+    A, B = nd.matrix("A", dtype=dtype), nd.matrix("B", dtype=dtype)
+    C, D = nd.matrix("C", dtype=dtype), nd.matrix("D", dtype=dtype)
+    x, y, z = nd.vector("x", dtype=dtype), nd.vector("y", dtype=dtype), nd.vector("z", dtype=dtype)
+    products = [A @ B, A.T @ C, A @ D.T, A.T @ nd.transpose(D @ A.T), x @ B, A @ x, x @ y, z @ A, A.T @ z, D @ A.T @ z]
+    outputs = [*products, nd.tanh(x) * 2]  # and a fused kernel: a plan of products alone is not compiled
+    inputs = [A, B, C, D, x, y, z]
+    rng = np.random.default_rng(3)
+    shapes = [(m, k), (k, n), (m, n), (n, k), (k,), (k,), (m,)]
+    args = tuple(rng.standard_normal(shape).astype(dtype) for shape in shapes)
+    f = nd.function(inputs, outputs, backend="cpu")
+    runner = compiled_runner(f, args)
+    assert runner.frames[tuple(a.shape for a in args)] is not None
+    a, b, c, d, xv, yv, zv = args
+    expected = [a @ b, a.T @ c, a @ d.T, a.T @ (d @ a.T).T, xv @ b, a @ xv, xv @ yv, zv @ a, a.T @ zv, d @ a.T @ zv]
+    expected.append(np.tanh(xv) * 2)
+    tolerance = 1e-5 if dtype == "float32" else 1e-13
+    for got, want in zip(f(*args), expected):
+        assert np.asarray(got).dtype == dtype and np.shape(got) == np.shape(want)
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
 
 
 def test_the_whole_plan_entry_point_answers_and_agrees(monkeypatch):

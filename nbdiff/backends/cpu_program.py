@@ -32,8 +32,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from nbdiff.backends import cpu_row_ops  # noqa: F401  (registers the row-wise op kernels with cpu_ops)
-from nbdiff.backends import numpy_blas
+from nbdiff.backends import (
+    cpu_row_ops,  # noqa: F401  (registers the row-wise op kernels with cpu_ops)
+    numpy_blas,
+)
 from nbdiff.backends.codegen import (
     DOMAIN_ERROR,
     FULL,

@@ -68,8 +68,6 @@ def module_lines(dtypes: set[str]) -> list[str]:
     if not dtypes:
         return []
     lines = [
-        "import ctypes",
-        "",
         "from llvmlite import binding as llvm_binding",
         "from llvmlite import ir",
         "from numba import types",
